@@ -1,0 +1,38 @@
+# pgwarden developer targets. CI runs `make test` (see .ci/run).
+#
+#   make test          go vet, then every package's tests with the race detector
+#   make build         bin/pgwarden
+#   make demo          go run ./cmd/pgwarden demo
+#   make lint          gofmt check + go vet
+#   make staticcheck   staticcheck (fetched with go run; only when asked for)
+#
+# PKGS narrows vet/test/lint, e.g. `make test PKGS=./pooler/pgtest/`.
+#
+# Tests start their own PostgreSQL (pooler/pgtest): initdb, pg_ctl and
+# postgres must be installed (Debian: apt-get install postgresql).
+
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+
+GO   ?= go
+PKGS ?= ./...
+
+.DEFAULT_GOAL := build
+.PHONY: test build demo lint staticcheck
+
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+build:
+	$(GO) build -o bin/pgwarden ./cmd/pgwarden
+
+demo:
+	$(GO) run ./cmd/pgwarden demo
+
+lint:
+	@out="$$(gofmt -l .)"; \
+	if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)

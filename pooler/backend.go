@@ -1,0 +1,375 @@
+package pooler
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pgwarden/pgwarden/authn"
+	"github.com/pgwarden/pgwarden/pooler/config"
+)
+
+// serverConn is one logged-in connection to PostgreSQL. It belongs to its
+// pool; whoever holds its puddle resource (a session, the janitor or the
+// welcome fetch) owns it exclusively and must either Release or Destroy it.
+type serverConn struct {
+	conn    net.Conn
+	pool    *pool
+	target  string // network address, for cancels
+	network string
+	tlsOn   bool
+	// key is the server's own BackendKeyData (pid and secret).
+	key [8]byte
+	pid uint32
+	// params are the server session's parameter values as far as the
+	// pooler knows them (reported by the server or SET by the pooler),
+	// keyed by lower-case name.
+	params map[string]string
+	// welcome is the ParameterStatus set seen at login, in order.
+	welcome []param
+
+	created  time.Time
+	lifetime time.Duration // 0 = unlimited; includes jitter
+	// checked is when the server last proved healthy (login, a
+	// completed transaction, or the check query).
+	lastUsed time.Time
+	// closeNeeded is set by RECONNECT or a config change: close at release.
+	closeNeeded bool
+	// broken is set when the connection must not be reused.
+	broken bool
+	// cancelling counts cancel requests in flight against this server; it
+	// is not returned to the pool before they finish.
+	cancelling sync.WaitGroup
+}
+
+type param struct{ name, value string }
+
+// serverLogin holds what is needed to log in to the server as one role.
+type serverLogin struct {
+	user     string
+	database string
+	// secret is the stored secret (plain, md5 or SCRAM) used for the
+	// server's challenge; clientKey/serverKey allow SCRAM passthrough.
+	secret    authn.Secret
+	hasSecret bool
+	clientKey []byte
+	serverKey []byte
+	startup   []param
+}
+
+// dialServer connects and logs in. The returned connection is idle
+// (ReadyForQuery seen). On error nothing is left open.
+func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
+	cfg := p.srv.cfg.Load()
+	db := p.database()
+	login := p.loginInfo()
+	network, addr := serverAddress(cfg, db, p.nextHost())
+	d := net.Dialer{KeepAlive: -1}
+	if cfg.TCPKeepalive {
+		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: cfg.TCPKeepIdle, Interval: cfg.TCPKeepIntvl, Count: cfg.TCPKeepCnt}
+	}
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	sc := &serverConn{conn: conn, pool: p, target: addr, network: network, params: map[string]string{}, created: time.Now()}
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	if err := sc.startTLS(cfg, db, network); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := sc.login(login); err != nil {
+		sc.conn.Close()
+		return nil, err
+	}
+	_ = sc.conn.SetDeadline(time.Time{})
+	lt := cfg.ServerLifetime
+	if db.ServerLifetime >= 0 {
+		lt = db.ServerLifetime
+	}
+	if lt > 0 {
+		// Up to 10% jitter so that a pool's connections do not all
+		// expire together.
+		sc.lifetime = lt - time.Duration(rand.Int64N(int64(lt)/10+1))
+	}
+	sc.lastUsed = time.Now()
+	if db.ConnectQuery != "" {
+		if err := sc.simpleExec(db.ConnectQuery); err != nil {
+			p.srv.log.Warn("connect_query failed", "db", db.Name, "err", err)
+			if errors.Is(err, errServerBroken) {
+				sc.conn.Close()
+				return nil, err
+			}
+		}
+	}
+	return sc, nil
+}
+
+// serverAddress picks the network and address for a database entry.
+func serverAddress(cfg *config.Config, db *config.Database, host string) (string, string) {
+	port := db.Port
+	if port == 0 {
+		port = 5432
+	}
+	if host == "" {
+		host = cfg.UnixSocketDir
+		if host == "" {
+			host = "/tmp"
+		}
+	}
+	if strings.HasPrefix(host, "/") || strings.HasPrefix(host, "@") {
+		return "unix", filepath.Join(host, ".s.PGSQL."+strconv.Itoa(port))
+	}
+	return "tcp", net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+func (sc *serverConn) startTLS(cfg *config.Config, db *config.Database, network string) error {
+	mode := cfg.ServerTLS.Mode
+	if network == "unix" || mode == config.TLSDisable || mode == "" {
+		return nil
+	}
+	tcfg := sc.pool.srv.serverTLS.Load()
+	if _, err := sc.conn.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
+		return fmt.Errorf("send SSLRequest: %w", err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(sc.conn, b[:]); err != nil {
+		return fmt.Errorf("read SSL response: %w", err)
+	}
+	switch b[0] {
+	case 'S':
+		c := tcfg.Clone()
+		if mode == config.TLSVerifyFull {
+			host, _, _ := net.SplitHostPort(sc.target)
+			c.ServerName = host
+		}
+		tc := tls.Client(sc.conn, c)
+		if err := tc.Handshake(); err != nil {
+			return wrapError(codeServerLoginFailed, "TLS handshake failed", err)
+		}
+		sc.conn = tc
+		sc.tlsOn = true
+		return nil
+	case 'N':
+		if mode == config.TLSRequire || mode == config.TLSVerifyCA || mode == config.TLSVerifyFull {
+			return newError(codeServerLoginFailed, "server refused SSL")
+		}
+		return nil
+	}
+	return newError(codeServerLoginFailed, "bad SSL response from server")
+}
+
+// errServerBroken marks errors after which a server connection is unusable.
+var errServerBroken = errors.New("server connection broken")
+
+// serverError is an ErrorResponse from PostgreSQL during login or a
+// pooler-issued query.
+type serverError struct {
+	severity, code, msg string
+}
+
+func (e *serverError) Error() string { return e.severity + ": " + e.msg + " (SQLSTATE " + e.code + ")" }
+
+func (sc *serverConn) login(l serverLogin) error {
+	b := make([]byte, 4, 256)
+	b = appendInt32(b, protocolV3)
+	b = appendCString(b, "user")
+	b = appendCString(b, l.user)
+	b = appendCString(b, "database")
+	b = appendCString(b, l.database)
+	for _, p := range l.startup {
+		b = appendCString(b, p.name)
+		b = appendCString(b, p.value)
+	}
+	b = append(b, 0)
+	binary.BigEndian.PutUint32(b, uint32(len(b)))
+	if _, err := sc.conn.Write(b); err != nil {
+		return fmt.Errorf("send startup: %w", err)
+	}
+	rd := msgReader{r: sc.conn, max: maxAuthMessage}
+	var scram *authn.SCRAMClient
+	for {
+		t, body, err := rd.readMessage()
+		if err != nil {
+			return fmt.Errorf("server login: %w", err)
+		}
+		switch t {
+		case 'R':
+			if len(body) < 4 {
+				return newError(codeServerLoginFailed, "bad authentication message")
+			}
+			kind := binary.BigEndian.Uint32(body)
+			var reply []byte
+			switch kind {
+			case 0: // AuthenticationOk
+				continue
+			case 3: // cleartext
+				pw, ok := l.plainPassword()
+				if !ok {
+					return newError(codeServerLoginFailed, "wrong password type")
+				}
+				reply = passwordMessage(pw)
+			case 5: // md5
+				if len(body) < 8 {
+					return newError(codeServerLoginFailed, "bad md5 request")
+				}
+				var salt [4]byte
+				copy(salt[:], body[4:8])
+				var secret string
+				switch {
+				case !l.hasSecret:
+					return newError(codeServerLoginFailed, "no password for user")
+				case l.secret.Kind == authn.SecretPlain:
+					secret = authn.MD5Secret(l.user, l.secret.Plain)
+				case l.secret.Kind == authn.SecretMD5:
+					secret = l.secret.MD5
+				default:
+					return newError(codeServerLoginFailed, "wrong password type")
+				}
+				reply = passwordMessage(authn.MD5Response(secret, salt))
+			case 10: // SASL
+				mechs := strings.Split(strings.TrimRight(string(body[4:]), "\x00"), "\x00")
+				if !containsString(mechs, "SCRAM-SHA-256") {
+					return newError(codeServerLoginFailed, "none of the server's SASL authentication mechanisms are supported")
+				}
+				switch {
+				case l.hasSecret && l.secret.Kind == authn.SecretPlain:
+					scram = authn.NewSCRAMClient(l.secret.Plain)
+				case len(l.clientKey) > 0 && len(l.serverKey) > 0:
+					scram = authn.NewSCRAMClientFromKeys(l.clientKey, l.serverKey)
+				default:
+					return newError(codeServerLoginFailed, "wrong password type")
+				}
+				first := scram.ClientFirst()
+				m, p := appendMsg(nil, 'p')
+				m = appendCString(m, "SCRAM-SHA-256")
+				m = appendInt32(m, int32(len(first)))
+				m = append(m, first...)
+				reply = finishMsg(m, p)
+			case 11: // SASL continue
+				if scram == nil {
+					return newError(codeServerLoginFailed, "unexpected SASL message")
+				}
+				final, err := scram.ClientFinal(body[4:])
+				if err != nil {
+					return wrapError(codeServerLoginFailed, "SCRAM exchange failed", err)
+				}
+				m, p := appendMsg(nil, 'p')
+				m = append(m, final...)
+				reply = finishMsg(m, p)
+			case 12: // SASL final
+				if scram == nil {
+					return newError(codeServerLoginFailed, "unexpected SASL message")
+				}
+				if err := scram.VerifyServerFinal(body[4:]); err != nil {
+					return newError(codeServerLoginFailed, "invalid server signature")
+				}
+				continue
+			default:
+				return newError(codeServerLoginFailed, "unknown/unsupported auth method")
+			}
+			if _, err := sc.conn.Write(reply); err != nil {
+				return fmt.Errorf("server login: %w", err)
+			}
+		case 'S':
+			name, value, ok := parseParameterStatus(body)
+			if ok {
+				sc.welcome = append(sc.welcome, param{name, value})
+				sc.params[strings.ToLower(name)] = value
+			}
+		case 'K':
+			if len(body) >= 8 {
+				copy(sc.key[:], body[:8])
+				sc.pid = binary.BigEndian.Uint32(body[:4])
+			}
+		case 'E':
+			sev, code, msg := parseErrorFields(body)
+			return &serverError{severity: sev, code: code, msg: msg}
+		case 'N':
+		case 'v': // NegotiateProtocolVersion: we asked for 3.0, ignore
+		case 'Z':
+			return nil
+		default:
+			return newError(codeServerLoginFailed, fmt.Sprintf("unexpected message %q during login", t))
+		}
+	}
+}
+
+func (l serverLogin) plainPassword() (string, bool) {
+	if l.hasSecret && l.secret.Kind == authn.SecretPlain {
+		return l.secret.Plain, true
+	}
+	return "", false
+}
+
+func passwordMessage(pw string) []byte {
+	m, p := appendMsg(nil, 'p')
+	m = appendCString(m, pw)
+	return finishMsg(m, p)
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// simpleExec runs sql with the simple protocol and waits for ReadyForQuery,
+// collecting ParameterStatus updates. A server ErrorResponse is returned as
+// *serverError (the connection is still usable); I/O and protocol errors
+// wrap errServerBroken.
+func (sc *serverConn) simpleExec(sql string) error {
+	if _, err := sc.conn.Write(appendQuery(nil, sql)); err != nil {
+		return fmt.Errorf("%w: %v", errServerBroken, err)
+	}
+	return sc.drainToReady()
+}
+
+// drainToReady reads and discards server messages up to ReadyForQuery,
+// tracking ParameterStatus, and returns the first ErrorResponse if any.
+func (sc *serverConn) drainToReady() error {
+	rd := msgReader{r: sc.conn, max: maxDecodedMessage}
+	var first error
+	for {
+		t, body, err := rd.readMessage()
+		if err != nil {
+			return fmt.Errorf("%w: %v", errServerBroken, err)
+		}
+		switch t {
+		case 'S':
+			if name, value, ok := parseParameterStatus(body); ok {
+				sc.params[strings.ToLower(name)] = value
+			}
+		case 'E':
+			if first == nil {
+				sev, code, msg := parseErrorFields(body)
+				first = &serverError{severity: sev, code: code, msg: msg}
+			}
+		case 'Z':
+			if len(body) == 1 && body[0] != 'I' {
+				return fmt.Errorf("%w: server left in transaction state %q", errServerBroken, body[0])
+			}
+			return first
+		case 'G', 'H', 'W':
+			return fmt.Errorf("%w: unexpected COPY", errServerBroken)
+		}
+	}
+}

@@ -1,0 +1,370 @@
+package pooler
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pgwarden/pgwarden/pooler/config"
+)
+
+// clientConn is one client connection from accept to close. Its serve
+// goroutine owns the connection, the login and the session loop; while a
+// server connection is attached, one more goroutine (the server pump in
+// relay.go) reads from that server and writes to this client. Fields under
+// mu are shared between the two.
+type clientConn struct {
+	srv    *Server
+	cfg    *config.Config // config at accept; timeouts are re-read per use
+	conn   net.Conn       // the client socket, TLS-wrapped after SSLRequest
+	raw    net.Conn       // the socket under TLS
+	unix   bool
+	tls    bool
+	remote string
+
+	tlsDesc     string
+	connectTime time.Time
+	id          uint64
+
+	st       *startup
+	identity *Identity
+	pool     *pool
+	admin    *adminSession
+	key      [8]byte
+
+	// params are the values of the tracked session parameters this
+	// client expects, keyed by lower-case name.
+	params map[string]string
+
+	// writeMu serialises writes to the client socket (server pumps and the
+	// session goroutine may both write).
+	writeMu sync.Mutex
+
+	mu struct {
+		sync.Mutex
+		att      *attachment // the attached server, nil when none
+		state    clientState
+		waitFrom time.Time
+		closing  ShutdownMode
+		wantStop bool
+	}
+	killErr atomic.Pointer[pgError]
+	// requestTime is the start of the current request (UnixNano).
+	requestTime atomic.Int64
+}
+
+type clientState int
+
+const (
+	stateLogin clientState = iota
+	stateIdle
+	stateWaiting
+	stateActive
+)
+
+var clientIDs atomic.Uint64
+
+func (s *Server) newClientConn(conn net.Conn, unix bool) *clientConn {
+	c := &clientConn{
+		srv:         s,
+		cfg:         s.cfg.Load(),
+		conn:        conn,
+		raw:         conn,
+		unix:        unix,
+		connectTime: time.Now(),
+		id:          clientIDs.Add(1),
+	}
+	if unix {
+		c.remote = "unix"
+	} else {
+		c.remote = conn.RemoteAddr().String()
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+			if c.cfg.TCPKeepalive {
+				_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: c.cfg.TCPKeepIdle, Interval: c.cfg.TCPKeepIntvl, Count: c.cfg.TCPKeepCnt})
+			}
+		}
+	}
+	return c
+}
+
+// serve runs the connection to its end. It always closes the socket.
+func (c *clientConn) serve() {
+	s := c.srv
+	defer c.conn.Close()
+	if s.shuttingDown() {
+		c.sendFatal(newError(codeShuttingDown, ""))
+		return
+	}
+	s.trackClient(c, true)
+	defer s.trackClient(c, false)
+
+	err := c.login()
+	if c.key != ([8]byte{}) {
+		defer s.cancels.unregister(c.key)
+	}
+	if err != nil {
+		if !errors.Is(err, errCancelHandled) {
+			c.reportError(err)
+		}
+		return
+	}
+	if c.admin != nil {
+		err = c.admin.run()
+	} else {
+		defer s.nclients.Add(-1)
+		err = c.runSession()
+	}
+	if err != nil {
+		c.reportError(err)
+	}
+	if c.cfg.LogDisconnections && c.st != nil {
+		s.log.Info("closing because: client disconnect", "db", c.st.database, "user", c.st.user, "client", c.remote, "age", time.Since(c.connectTime).Round(time.Second).String())
+	}
+}
+
+// reportError sends a client-facing error as FATAL when err carries one,
+// and logs anything unexpected.
+func (c *clientConn) reportError(err error) {
+	if ke := c.killErr.Load(); ke != nil {
+		c.sendFatal(ke)
+		return
+	}
+	if pe := asPgError(err); pe != nil {
+		c.sendFatal(pe)
+		if c.cfg.LogPoolerErrors {
+			c.srv.log.Warn("pooler error: "+pe.clientMessage(), "client", c.remote, "cause", pe.cause)
+		}
+		return
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.sendFatal(newError(codeClientLoginTimeout, ""))
+		return
+	}
+	c.srv.log.Debug("client connection ended", "client", c.remote, "err", err)
+}
+
+func (c *clientConn) sendFatal(pe *pgError) {
+	if c.srv.opts.Observer != nil {
+		c.srv.opts.Observer.ClientError(pe.code.String())
+	}
+	b := appendErrorResponse(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage())
+	c.writeMu.Lock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.conn.Write(b)
+	c.writeMu.Unlock()
+}
+
+// kill closes the client with err as its FATAL message (admin KILL,
+// immediate shutdown, database removed).
+func (c *clientConn) kill(pe *pgError) {
+	c.killErr.CompareAndSwap(nil, pe)
+	c.sendFatal(pe)
+	c.raw.Close()
+}
+
+// requestClose asks the session to end at its next transaction boundary.
+func (c *clientConn) requestClose(mode ShutdownMode) {
+	c.mu.Lock()
+	c.mu.wantStop = true
+	c.mu.closing = mode
+	idle := c.mu.att == nil && c.mu.state != stateLogin
+	waiting := c.mu.state == stateWaiting
+	c.mu.Unlock()
+	if idle || (waiting && mode == ShutdownWaitForServers) || c.admin != nil {
+		c.kill(newError(codeShuttingDown, ""))
+	}
+}
+
+// login runs startup and sign-in, picks the pool and sends the welcome.
+func (c *clientConn) login() error {
+	s := c.srv
+	cfg := c.cfg
+	setLoginDeadline(c.conn, cfg.ClientLoginTimeout)
+	st, err := s.readStartup(c)
+	if err != nil {
+		return err
+	}
+	c.st = st
+	setLoginDeadline(c.conn, cfg.ClientLoginTimeout)
+	if cfg.LogConnections {
+		s.log.Info("login attempt", "db", st.database, "user", st.user, "client", c.remote, "tls", c.tls)
+	}
+	isAdminDB := st.database == "pgbouncer"
+	if !isAdminDB {
+		if cfg.MaxClientConn > 0 && s.nclients.Add(1) > int64(cfg.MaxClientConn) {
+			s.nclients.Add(-1)
+			return newError(codeMaxClientConn, "")
+		}
+		if cfg.MaxClientConn <= 0 {
+			s.nclients.Add(1)
+		}
+	}
+	started := time.Now()
+	id, err := c.authenticate(cfg, st)
+	c.audit(st, id, err, started)
+	if err != nil {
+		if !isAdminDB {
+			s.nclients.Add(-1)
+		}
+		var af *AuthFailure
+		if errors.As(err, &af) {
+			return af.Public
+		}
+		return err
+	}
+	c.identity = id
+	if isAdminDB {
+		if err := c.startAdmin(); err != nil {
+			return err
+		}
+		return c.conn.SetDeadline(time.Time{})
+	}
+	p, err := s.pools.forClient(cfg, st, id)
+	if err != nil {
+		s.nclients.Add(-1)
+		return err
+	}
+	c.pool = p
+	if err := c.welcome(); err != nil {
+		s.nclients.Add(-1)
+		return err
+	}
+	return c.conn.SetDeadline(time.Time{})
+}
+
+func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, error) {
+	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c.conn, max: maxAuthMessage}}
+	ctx, cancel := context.WithTimeout(context.Background(), max(cfg.ClientLoginTimeout, time.Second))
+	defer cancel()
+	if st.database == "pgbouncer" && st.user == "pgbouncer" && c.unix && peerIsSelf(c.raw) {
+		return &Identity{Method: "peer"}, nil
+	}
+	for _, a := range c.srv.opts.Authenticators {
+		if a.Claims(ex) {
+			return a.Authenticate(ctx, ex)
+		}
+	}
+	return c.srv.passwordAuth(ctx, cfg, ex)
+}
+
+// peerIsSelf reports whether a Unix-socket peer runs as our own user.
+func peerIsSelf(conn net.Conn) bool {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *syscall.Ucred
+	_ = raw.Control(func(fd uintptr) {
+		cred, _ = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	return cred != nil && int(cred.Uid) == os.Geteuid()
+}
+
+func (c *clientConn) audit(st *startup, id *Identity, err error, started time.Time) {
+	obs := c.srv.opts.Observer
+	ev := SignInEvent{Time: started, Client: c.remote, Database: st.database, User: st.user, TLS: c.tls, OK: err == nil, Latency: time.Since(started)}
+	if id != nil {
+		ev.Method = id.Method
+	}
+	if err != nil {
+		var af *AuthFailure
+		if errors.As(err, &af) {
+			ev.Reason = af.Reason
+		} else {
+			ev.Reason = "aborted"
+		}
+		if ev.Method == "" {
+			ev.Method = string(c.cfg.AuthType)
+		}
+	}
+	if obs != nil {
+		obs.SignIn(ev)
+	}
+	if err != nil {
+		c.srv.log.Info("sign-in refused", "db", st.database, "user", st.user, "client", c.remote, "method", ev.Method, "reason", ev.Reason, "tls", c.tls)
+	}
+}
+
+// welcome sends AuthenticationOk, the pool's ParameterStatus set overlaid
+// with the client's own values, our BackendKeyData and ReadyForQuery.
+func (c *clientConn) welcome() error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ClientLoginTimeout)
+	defer cancel()
+	ws, err := c.pool.welcome(ctx)
+	if err != nil {
+		return err
+	}
+	c.params = make(map[string]string, len(c.st.params)+4)
+	for k, v := range c.st.params {
+		c.params[k] = v
+	}
+	b := appendAuthRequest(nil, 0, nil)
+	seen := map[string]bool{}
+	for _, p := range ws {
+		lk := strings.ToLower(p.name)
+		v := p.value
+		if cv, ok := c.params[lk]; ok {
+			v = cv
+		} else if c.srv.isTracked(c.cfg, lk) {
+			c.params[lk] = v
+		}
+		seen[lk] = true
+		b = appendParameterStatus(b, p.name, v)
+	}
+	for k, v := range c.st.params {
+		if !seen[k] && isReported(k) {
+			b = appendParameterStatus(b, canonicalName(k), v)
+		}
+	}
+	c.key = c.srv.cancels.register(c)
+	b = append(b, 'K', 0, 0, 0, 12)
+	b = append(b, c.key[:]...)
+	b = appendReadyForQuery(b, 'I')
+	c.mu.Lock()
+	c.mu.state = stateIdle
+	c.mu.Unlock()
+	return writeAll(c.conn, b)
+}
+
+// isReported says whether PostgreSQL reports the parameter in
+// ParameterStatus (GUC_REPORT), so that the client expects to see it.
+func isReported(lower string) bool {
+	switch lower {
+	case "client_encoding", "datestyle", "timezone", "intervalstyle", "application_name", "standard_conforming_strings",
+		"integer_datetimes", "server_version", "server_encoding", "is_superuser", "session_authorization",
+		"default_transaction_read_only", "in_hot_standby", "scram_iterations":
+		return true
+	}
+	return false
+}
+
+// newCancelKey returns 8 random bytes with the sign bit of the first one
+// cleared (some clients treat the process id as signed).
+func newCancelKey() [8]byte {
+	var k [8]byte
+	_, _ = rand.Read(k[:])
+	k[0] &= 0x7f
+	return k
+}
+
+func isAdminName(cfg *config.Config, user string) (admin, stats bool) {
+	return slices.Contains(cfg.AdminUsers, user), slices.Contains(cfg.StatsUsers, user)
+}

@@ -1,0 +1,316 @@
+// Package config holds pgwarden's one validated configuration type and the
+// loaders that fill it: PgBouncer's pgbouncer.ini (with its auth_file) and the
+// native pooler.yaml. Both formats produce the same *Config; the data plane
+// accepts only a Config that came out of Load (or LoadINI/LoadYAML), which
+// applies defaults and validates.
+//
+// Durations are time.Duration everywhere (pgbouncer.ini gives seconds, as
+// decimals; pooler.yaml gives Go durations such as "15s"). Zero means
+// "disabled" where PgBouncer says so (query_timeout = 0, …).
+package config
+
+import (
+	"time"
+)
+
+// PoolMode says when a server connection goes back to its pool.
+type PoolMode int
+
+// Pool modes, as PgBouncer names them.
+const (
+	// PoolModeUnset is used only in per-database and per-user overrides.
+	PoolModeUnset PoolMode = iota
+	// PoolSession keeps a server connection for the client's whole session.
+	PoolSession
+	// PoolTransaction releases the server at the end of each transaction.
+	PoolTransaction
+	// PoolStatement releases the server after each statement; transactions
+	// spanning statements are refused.
+	PoolStatement
+)
+
+// String returns PgBouncer's spelling ("session", "transaction", "statement").
+func (m PoolMode) String() string {
+	switch m {
+	case PoolSession:
+		return "session"
+	case PoolTransaction:
+		return "transaction"
+	case PoolStatement:
+		return "statement"
+	}
+	return ""
+}
+
+// ParsePoolMode parses PgBouncer's spelling of a pool mode.
+func ParsePoolMode(s string) (PoolMode, bool) {
+	switch s {
+	case "session":
+		return PoolSession, true
+	case "transaction":
+		return PoolTransaction, true
+	case "statement":
+		return PoolStatement, true
+	}
+	return PoolModeUnset, false
+}
+
+// AuthType is how clients prove who they are (PgBouncer's auth_type).
+type AuthType string
+
+// Auth types pgwarden implements. "hba", "cert", "ldap" and "pam" are
+// recognised by the loaders; those not implemented yet produce a Warning or an
+// error as documented in Validate.
+const (
+	AuthTrust AuthType = "trust"
+	AuthAny   AuthType = "any"
+	AuthPlain AuthType = "plain"
+	AuthMD5   AuthType = "md5"
+	AuthSCRAM AuthType = "scram-sha-256"
+	AuthHBA   AuthType = "hba"
+	AuthCert  AuthType = "cert"
+)
+
+// TLSMode is a libpq-style sslmode: disable, allow, prefer, require,
+// verify-ca, verify-full.
+type TLSMode string
+
+// TLS modes.
+const (
+	TLSDisable    TLSMode = "disable"
+	TLSAllow      TLSMode = "allow"
+	TLSPrefer     TLSMode = "prefer"
+	TLSRequire    TLSMode = "require"
+	TLSVerifyCA   TLSMode = "verify-ca"
+	TLSVerifyFull TLSMode = "verify-full"
+)
+
+// TLS is one leg's TLS settings (client_tls_* or server_tls_*).
+type TLS struct {
+	// Mode is the sslmode. Client side default "disable"; server side
+	// default "prefer" (PgBouncer ≥ 1.20).
+	Mode TLSMode
+	// KeyFile and CertFile: our certificate (client side: the listener's;
+	// server side: a client certificate presented to PostgreSQL).
+	KeyFile  string
+	CertFile string
+	// CAFile verifies the peer (client certificates on the client side,
+	// the PostgreSQL server certificate on the server side).
+	CAFile string
+	// Protocols: "secure" (TLS 1.2 and 1.3, default), "all", or a comma list
+	// of tlsv1.0 … tlsv1.3.
+	Protocols string
+	// Ciphers is accepted for compatibility; Go chooses its own suites.
+	Ciphers string
+}
+
+// Database is one [databases] entry. The name "*" is the fallback template:
+// an unknown database name connects with DBName set to the requested name.
+type Database struct {
+	// Name is what clients put in their connection string.
+	Name string
+	// Host is a host name, an IP address, a Unix socket directory (leading
+	// "/"), or a comma list (used round-robin). Empty means unix_socket_dir.
+	Host string
+	// Port defaults to 5432.
+	Port int
+	// DBName is the database on the server; empty means Name.
+	DBName string
+	// User, when set, forces every client of this database onto one server
+	// role (one pool per database); Password is that role's password
+	// (plain, md5… or SCRAM secret), else it comes from the auth file.
+	User     string
+	Password string
+	// AuthUser/AuthQuery/AuthDBName override the global ones.
+	AuthUser   string
+	AuthQuery  string
+	AuthDBName string
+	// Pool sizing; -1 means "use the global value".
+	PoolSize         int
+	MinPoolSize      int
+	ReservePoolSize  int
+	MaxDBConnections int
+	// PoolMode overrides the global pool_mode when not PoolModeUnset.
+	PoolMode PoolMode
+	// ServerLifetime overrides the global one when >= 0.
+	ServerLifetime time.Duration
+	// ConnectQuery runs once after each new server login.
+	ConnectQuery string
+	// Startup parameters added to the server StartupMessage.
+	ClientEncoding  string
+	DateStyle       string
+	TimeZone        string
+	ApplicationName string
+	// File and Line locate the entry, for messages.
+	File string
+	Line int
+}
+
+// User is one [users] entry; -1 / PoolModeUnset / negative durations mean
+// "not set here".
+type User struct {
+	Name                   string
+	PoolMode               PoolMode
+	PoolSize               int
+	ReservePoolSize        int
+	MaxUserConnections     int
+	QueryTimeout           time.Duration
+	IdleTransactionTimeout time.Duration
+	ClientIdleTimeout      time.Duration
+	File                   string
+	Line                   int
+}
+
+// Config is pgwarden's whole configuration, from either format. Field
+// comments give the pgbouncer.ini key; pooler.yaml uses the same names
+// grouped (see the repository's pooler.yaml).
+type Config struct {
+	// Path is the file this Config was loaded from; Format is "ini" or
+	// "yaml".
+	Path   string
+	Format string
+
+	// listen_addr (comma list; "*" = all; empty = Unix socket only).
+	ListenAddrs []string
+	// listen_port, default 6432; also names the Unix socket .s.PGSQL.<port>.
+	ListenPort int
+	// unix_socket_dir, default /tmp; empty disables the Unix socket.
+	UnixSocketDir string
+	// unix_socket_mode, default 0777.
+	UnixSocketMode uint32
+	// listen_backlog, default 128.
+	ListenBacklog int
+
+	// auth_type, default md5.
+	AuthType AuthType
+	// auth_file (userlist.txt); AuthUsers holds its entries once loaded:
+	// user name → secret (plain text, "md5…" or "SCRAM-SHA-256$…").
+	AuthFile  string
+	AuthUsers map[string]string
+	// auth_hba_file.
+	AuthHBAFile string
+	// auth_user / auth_query / auth_dbname.
+	AuthUser   string
+	AuthQuery  string
+	AuthDBName string
+
+	// admin_users / stats_users.
+	AdminUsers []string
+	StatsUsers []string
+
+	// pool_mode, default session.
+	PoolMode PoolMode
+	// max_client_conn, default 100.
+	MaxClientConn int
+	// default_pool_size (20), min_pool_size (0), reserve_pool_size (0),
+	// reserve_pool_timeout (5s), max_db_connections (0 = unlimited),
+	// max_user_connections (0 = unlimited).
+	DefaultPoolSize    int
+	MinPoolSize        int
+	ReservePoolSize    int
+	ReservePoolTimeout time.Duration
+	MaxDBConnections   int
+	MaxUserConnections int
+	// server_round_robin.
+	ServerRoundRobin bool
+
+	// server_reset_query (default "DISCARD ALL"), server_reset_query_always.
+	ServerResetQuery       string
+	ServerResetQueryAlways bool
+	// server_check_query (default "" meaning an empty query; the literal
+	// PgBouncer value "<empty>" also maps to ""), server_check_delay (30s).
+	// ServerCheckDisabled is true when the key is set to an empty string.
+	ServerCheckQuery    string
+	ServerCheckDisabled bool
+	ServerCheckDelay    time.Duration
+
+	// Timeouts (defaults in parentheses, 0 = off unless noted):
+	// server_lifetime (3600s), server_idle_timeout (600s),
+	// server_connect_timeout (15s), server_login_retry (15s),
+	// client_login_timeout (60s), query_timeout, query_wait_timeout (120s),
+	// client_idle_timeout, idle_transaction_timeout, cancel_wait_timeout
+	// (10s), transaction_timeout.
+	ServerLifetime         time.Duration
+	ServerIdleTimeout      time.Duration
+	ServerConnectTimeout   time.Duration
+	ServerLoginRetry       time.Duration
+	ClientLoginTimeout     time.Duration
+	QueryTimeout           time.Duration
+	QueryWaitTimeout       time.Duration
+	ClientIdleTimeout      time.Duration
+	IdleTransactionTimeout time.Duration
+	CancelWaitTimeout      time.Duration
+	TransactionTimeout     time.Duration
+
+	// track_extra_parameters (default IntervalStyle), ignore_startup_parameters.
+	TrackExtraParameters    []string
+	IgnoreStartupParameters []string
+	// application_name_add_host.
+	ApplicationNameAddHost bool
+	// max_packet_size (default 2147483647), pkt_buf (4096).
+	MaxPacketSize int
+	PktBuf        int
+	// max_prepared_statements (200).
+	MaxPreparedStatements int
+
+	// tcp_keepalive (on), tcp_keepidle/keepintvl/keepcnt (0 = OS default),
+	// tcp_user_timeout (ms).
+	TCPKeepalive   bool
+	TCPKeepIdle    time.Duration
+	TCPKeepIntvl   time.Duration
+	TCPKeepCnt     int
+	TCPUserTimeout time.Duration
+	// so_reuseport.
+	SOReuseport bool
+
+	// client_tls_*, server_tls_*.
+	ClientTLS TLS
+	ServerTLS TLS
+
+	// logfile, pidfile, syslog, syslog_ident, syslog_facility,
+	// log_connections (on), log_disconnections (on), log_pooler_errors (on),
+	// log_stats (on), stats_period (60s), verbose.
+	LogFile           string
+	PidFile           string
+	Syslog            bool
+	SyslogIdent       string
+	SyslogFacility    string
+	LogConnections    bool
+	LogDisconnections bool
+	LogPoolerErrors   bool
+	LogStats          bool
+	StatsPeriod       time.Duration
+	Verbose           int
+	// user: drop privileges to this Unix user.
+	User string
+
+	// Databases by name (including "*"), Users by name.
+	Databases map[string]*Database
+	Users     map[string]*User
+
+	// Settings lists every [pgbouncer]-level key with its effective value,
+	// default and whether RELOAD can change it, in PgBouncer's names and
+	// spelling, sorted by key: what SHOW CONFIG prints.
+	Settings []Setting
+
+	// Warnings are keys PgBouncer accepts that pgwarden does not implement
+	// yet, and similar non-fatal findings; the binary logs each at start.
+	Warnings []Problem
+}
+
+// Setting is one SHOW CONFIG row.
+type Setting struct {
+	Key        string
+	Value      string
+	Default    string
+	Changeable bool
+}
+
+// Problem is one finding while loading: file, line (0 if none), key and what
+// is wrong. Error() renders "file:line: key: message".
+type Problem struct {
+	File    string
+	Line    int
+	Key     string
+	Message string
+}

@@ -1,0 +1,734 @@
+package pooler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/puddle/v2"
+	"github.com/pgwarden/pgwarden/authn"
+	"github.com/pgwarden/pgwarden/pooler/config"
+)
+
+// poolKey names a pool: the database name clients use and the server role.
+type poolKey struct {
+	db   string
+	user string
+}
+
+// poolSet owns every pool of the process, created on first use. Pools are
+// never removed while clients use them; a config change marks their servers
+// close-needed and resizes them.
+type poolSet struct {
+	srv *Server
+	mu  struct {
+		sync.Mutex
+		pools map[poolKey]*pool
+		// dbLimits and userLimits enforce max_db_connections and
+		// max_user_connections across pools.
+		dbLimits   map[string]*limiter
+		userLimits map[string]*limiter
+		paused     bool
+	}
+	janitorOnce sync.Once
+	stop        chan struct{}
+}
+
+func newPoolSet(s *Server) *poolSet {
+	ps := &poolSet{srv: s, stop: make(chan struct{})}
+	ps.mu.pools = map[poolKey]*pool{}
+	ps.mu.dbLimits = map[string]*limiter{}
+	ps.mu.userLimits = map[string]*limiter{}
+	return ps
+}
+
+// pool is the set of server connections for one (database, role). The
+// puddle pool does the waiting (first come, first served) and sizing; the
+// pool adds the welcome parameter set, login-failure caching, limits across
+// pools, and statistics.
+type pool struct {
+	srv *Server
+	key poolKey
+	// mode is the pool mode (a config.PoolMode); it may change at reload.
+	mode atomic.Int32
+
+	// puddle pools: main and reserve. Swapped under mu on resize.
+	mu struct {
+		sync.Mutex
+		db        *config.Database
+		main      *puddle.Pool[*serverConn]
+		reserve   *puddle.Pool[*serverConn]
+		size      int
+		resSize   int
+		welcome   []param
+		loginErr  error
+		loginAt   time.Time
+		clientKey []byte
+		serverKey []byte
+		backendPw string
+		paused    bool
+		pauseCh   chan struct{} // closed on resume
+		hostIdx   int
+	}
+	dbLimit   *limiter
+	userLimit *limiter
+
+	// statistics
+	waiting      atomic.Int32
+	active       atomic.Int32 // clients signed in to this pool
+	stats        poolStats
+	waitStartMin atomic.Int64
+}
+
+// poolStats are cumulative counters for SHOW STATS.
+type poolStats struct {
+	xactCount  atomic.Int64
+	queryCount atomic.Int64
+	waitTime   atomic.Int64 // µs
+	xactTime   atomic.Int64 // µs
+	queryTime  atomic.Int64 // µs
+	recv       atomic.Int64
+	sent       atomic.Int64
+	assignCnt  atomic.Int64
+}
+
+// forClient finds or creates the pool for a signed-in client.
+func (ps *poolSet) forClient(cfg *config.Config, st *startup, id *Identity) (*pool, error) {
+	db, ok := cfg.LookupDatabase(st.database)
+	if !ok {
+		return nil, newError(codeNoSuchDatabase, st.database)
+	}
+	user := st.user
+	if db.User != "" {
+		user = db.User
+	}
+	if cfg.AuthType == config.AuthAny && db.User == "" {
+		return nil, newError(codeConfigError, "")
+	}
+	p := ps.get(cfg, poolKey{db: st.database, user: user}, db)
+	if p.isDisabled() {
+		return nil, newError(codeDatabaseDisabled, st.database)
+	}
+	if id != nil && db.User == "" {
+		p.mu.Lock()
+		if len(id.ClientKey) > 0 && len(id.ServerKey) > 0 {
+			p.mu.clientKey, p.mu.serverKey = id.ClientKey, id.ServerKey
+		}
+		if id.BackendPassword != "" {
+			p.mu.backendPw = id.BackendPassword
+		}
+		p.mu.Unlock()
+	}
+	return p, nil
+}
+
+func (ps *poolSet) get(cfg *config.Config, key poolKey, db *config.Database) *pool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p, ok := ps.mu.pools[key]; ok {
+		return p
+	}
+	p := &pool{srv: ps.srv, key: key}
+	p.dbLimit = limiterFor(ps.mu.dbLimits, db.Name, cfg.EffectiveMaxDBConnections(db))
+	p.userLimit = limiterFor(ps.mu.userLimits, key.user, userMaxConns(cfg, key.user))
+	p.configure(cfg, db)
+	ps.mu.pools[key] = p
+	return p
+}
+
+func userMaxConns(cfg *config.Config, user string) int {
+	if u, ok := cfg.Users[user]; ok && u.MaxUserConnections > 0 {
+		return u.MaxUserConnections
+	}
+	return cfg.MaxUserConnections
+}
+
+func limiterFor(m map[string]*limiter, name string, limit int) *limiter {
+	l, ok := m[name]
+	if !ok {
+		l = newLimiter()
+		m[name] = l
+	}
+	l.setMax(limit)
+	return l
+}
+
+// configure (re)builds the puddle pools when the size changed. Resources of
+// a replaced puddle pool are closed as they come back.
+func (p *pool) configure(cfg *config.Config, db *config.Database) {
+	size := cfg.EffectivePoolSize(db, p.key.user)
+	if size <= 0 {
+		size = 10000 // 0 means unlimited (PgBouncer ≥ 1.24)
+	}
+	res := cfg.EffectiveReservePoolSize(db, p.key.user)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mu.db = db
+	p.mode.Store(int32(cfg.EffectivePoolMode(db, p.key.user)))
+	if p.mu.main != nil && p.mu.size == size && p.mu.resSize == res {
+		return
+	}
+	oldMain, oldRes := p.mu.main, p.mu.reserve
+	p.mu.main = p.newPuddle(size)
+	p.mu.reserve = nil
+	if res > 0 {
+		p.mu.reserve = p.newPuddle(res)
+	}
+	p.mu.size, p.mu.resSize = size, res
+	if oldMain != nil {
+		go oldMain.Close()
+	}
+	if oldRes != nil {
+		go oldRes.Close()
+	}
+}
+
+func (p *pool) newPuddle(size int) *puddle.Pool[*serverConn] {
+	pp, _ := puddle.NewPool(&puddle.Config[*serverConn]{
+		Constructor: p.construct,
+		Destructor:  p.destroy,
+		MaxSize:     int32(size),
+	})
+	return pp
+}
+
+// construct opens one server connection, honouring server_connect_timeout,
+// the cross-pool limits and the server_login_retry back-off.
+func (p *pool) construct(ctx context.Context) (*serverConn, error) {
+	cfg := p.srv.cfg.Load()
+	p.mu.Lock()
+	if p.mu.loginErr != nil && time.Since(p.mu.loginAt) < cfg.ServerLoginRetry {
+		err := p.mu.loginErr
+		p.mu.Unlock()
+		return nil, wrapError(codeServerLoginRetry, loginErrText(err), err)
+	}
+	p.mu.Unlock()
+	// puddle does not cancel construction when Acquire gives up, so the
+	// construction has its own deadline.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ServerConnectTimeout)
+	defer cancel()
+	if err := p.dbLimit.acquire(cctx); err != nil {
+		return nil, wrapError(codeQueryWaitTimeout, "", err)
+	}
+	if err := p.userLimit.acquire(cctx); err != nil {
+		p.dbLimit.release()
+		return nil, wrapError(codeQueryWaitTimeout, "", err)
+	}
+	sc, err := p.dialServer(cctx)
+	if err != nil {
+		p.dbLimit.release()
+		p.userLimit.release()
+		var se *serverError
+		if errors.As(err, &se) && se.code == "57P03" {
+			// The server is starting up: do not cache, clients keep
+			// waiting.
+			return nil, err
+		}
+		p.mu.Lock()
+		p.mu.loginErr = err
+		p.mu.loginAt = time.Now()
+		p.mu.Unlock()
+		p.srv.log.Warn("server login failed", "db", p.key.db, "user", p.key.user, "err", err)
+		return nil, err
+	}
+	p.mu.Lock()
+	p.mu.loginErr = nil
+	if p.mu.welcome == nil {
+		p.mu.welcome = sc.welcome
+	}
+	p.mu.Unlock()
+	return sc, nil
+}
+
+func loginErrText(err error) string {
+	var se *serverError
+	if errors.As(err, &se) {
+		return se.msg
+	}
+	if pe := asPgError(err); pe != nil {
+		return pe.clientMessage()
+	}
+	return err.Error()
+}
+
+func (p *pool) destroy(sc *serverConn) {
+	// Tell the server we are leaving, then close.
+	_ = sc.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = sc.conn.Write([]byte{'X', 0, 0, 0, 4})
+	sc.conn.Close()
+	p.dbLimit.release()
+	p.userLimit.release()
+}
+
+// loginInfo returns the credentials for a new server connection.
+func (p *pool) loginInfo() serverLogin {
+	cfg := p.srv.cfg.Load()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	db := p.mu.db
+	l := serverLogin{user: p.key.user, database: db.DBName, clientKey: p.mu.clientKey, serverKey: p.mu.serverKey}
+	if l.database == "" {
+		l.database = db.Name
+	}
+	switch {
+	case db.User != "" && db.Password != "":
+		l.secret, l.hasSecret = authn.ParseSecret(db.Password), true
+	case p.mu.backendPw != "":
+		l.secret, l.hasSecret = authn.Secret{Kind: authn.SecretPlain, Plain: p.mu.backendPw}, true
+	default:
+		if sec, ok := cfg.AuthUsers[p.key.user]; ok {
+			l.secret, l.hasSecret = authn.ParseSecret(sec), true
+		} else if sec, ok := p.srv.pools.dynamicSecret(p.key.user); ok {
+			l.secret, l.hasSecret = authn.ParseSecret(sec), true
+		}
+	}
+	for _, kv := range [][2]string{{"client_encoding", db.ClientEncoding}, {"DateStyle", db.DateStyle}, {"TimeZone", db.TimeZone}, {"application_name", db.ApplicationName}} {
+		if kv[1] != "" {
+			l.startup = append(l.startup, param{kv[0], kv[1]})
+		}
+	}
+	return l
+}
+
+// nextHost returns the host to dial, round-robin over a comma list.
+func (p *pool) nextHost() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	hosts := strings.Split(p.mu.db.Host, ",")
+	h := strings.TrimSpace(hosts[p.mu.hostIdx%len(hosts)])
+	p.mu.hostIdx++
+	return h
+}
+
+func (p *pool) isDisabled() bool { return false }
+
+// welcome returns the pool's ParameterStatus set, logging in a first server
+// connection if none has been seen yet.
+func (p *pool) welcome(ctx context.Context) ([]param, error) {
+	p.mu.Lock()
+	w := p.mu.welcome
+	p.mu.Unlock()
+	if w != nil {
+		return w, nil
+	}
+	res, err := p.acquireRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w = res.Value().welcome
+	p.release(res)
+	return w, nil
+}
+
+// acquire waits for a server connection, first come first served, up to
+// query_wait_timeout; after reserve_pool_timeout of waiting it may also take
+// one from the reserve pool. The caller owns the returned resource.
+func (p *pool) acquire(ctx context.Context) (*puddle.Resource[*serverConn], error) {
+	cfg := p.srv.cfg.Load()
+	start := time.Now()
+	p.waiting.Add(1)
+	p.waitStartMin.CompareAndSwap(0, start.UnixNano())
+	defer func() {
+		if p.waiting.Add(-1) == 0 {
+			p.waitStartMin.Store(0)
+		}
+	}()
+	if cfg.QueryWaitTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.QueryWaitTimeout)
+		defer cancel()
+	}
+	res, err := p.acquireRaw(ctx)
+	p.stats.waitTime.Add(time.Since(start).Microseconds())
+	if err != nil {
+		return nil, err
+	}
+	p.stats.assignCnt.Add(1)
+	return res, nil
+}
+
+func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], error) {
+	for {
+		if err := p.waitResumed(ctx); err != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+		main, reserve := p.mu.main, p.mu.reserve
+		p.mu.Unlock()
+		cfg := p.srv.cfg.Load()
+		var res *puddle.Resource[*serverConn]
+		var err error
+		if reserve != nil && cfg.ReservePoolTimeout > 0 {
+			rctx, cancel := context.WithTimeout(ctx, cfg.ReservePoolTimeout)
+			res, err = main.Acquire(rctx)
+			cancel()
+			if err != nil && ctx.Err() == nil && !errors.Is(err, puddle.ErrClosedPool) && rctx.Err() != nil {
+				p.srv.log.Info("taking connection from reserve_pool", "db", p.key.db, "user", p.key.user)
+				res, err = acquireEither(ctx, main, reserve)
+			}
+		} else {
+			res, err = main.Acquire(ctx)
+		}
+		if errors.Is(err, puddle.ErrClosedPool) {
+			continue // resized under us: use the new pool
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, newError(codeQueryWaitTimeout, "")
+			}
+			return nil, err
+		}
+		sc := res.Value()
+		if sc.closeNeeded || sc.expired() {
+			res.Destroy()
+			continue
+		}
+		if err := p.check(res); err != nil {
+			res.Destroy()
+			continue
+		}
+		return res, nil
+	}
+}
+
+// acquireEither waits on both pools and keeps the first resource.
+func acquireEither(ctx context.Context, a, b *puddle.Pool[*serverConn]) (*puddle.Resource[*serverConn], error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		res *puddle.Resource[*serverConn]
+		err error
+	}
+	ch := make(chan result, 2)
+	go func() { r, e := a.Acquire(ctx); ch <- result{r, e} }()
+	go func() { r, e := b.Acquire(ctx); ch <- result{r, e} }()
+	first := <-ch
+	cancel()
+	second := <-ch
+	if first.err == nil {
+		if second.err == nil {
+			second.res.Release()
+		}
+		return first.res, nil
+	}
+	if second.err == nil {
+		return second.res, nil
+	}
+	return nil, first.err
+}
+
+// check runs server_check_query on a server idle longer than
+// server_check_delay.
+func (p *pool) check(res *puddle.Resource[*serverConn]) error {
+	cfg := p.srv.cfg.Load()
+	if cfg.ServerCheckDisabled || cfg.ServerCheckDelay <= 0 || res.IdleDuration() < cfg.ServerCheckDelay {
+		return nil
+	}
+	if err := res.Value().simpleExec(cfg.ServerCheckQuery); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (sc *serverConn) expired() bool {
+	return sc.lifetime > 0 && time.Since(sc.created) > sc.lifetime
+}
+
+// release returns a clean, idle server to its pool, or destroys it when it
+// is marked for closing, too old, or broken.
+func (p *pool) release(res *puddle.Resource[*serverConn]) {
+	sc := res.Value()
+	if sc.broken || sc.closeNeeded || sc.expired() {
+		res.Destroy()
+		return
+	}
+	sc.cancelling.Wait()
+	sc.lastUsed = time.Now()
+	res.Release()
+}
+
+// waitResumed blocks while the pool (or all pools) is paused.
+func (p *pool) waitResumed(ctx context.Context) error {
+	for {
+		ch := p.srv.pools.pauseChan(p)
+		if ch == nil {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return newError(codeQueryWaitTimeout, "")
+		}
+	}
+}
+
+// reconfigure applies a reloaded config to every pool: sizes, modes,
+// limits; servers of databases whose connection settings changed are
+// marked close-needed.
+func (ps *poolSet) reconfigure(cfg *config.Config) {
+	ps.mu.Lock()
+	pools := make([]*pool, 0, len(ps.mu.pools))
+	for _, p := range ps.mu.pools {
+		pools = append(pools, p)
+	}
+	ps.mu.Unlock()
+	for _, p := range pools {
+		db, ok := cfg.LookupDatabase(p.key.db)
+		if !ok {
+			p.srv.killPoolClients(p, newError(codeDatabaseRemoved, ""))
+			continue
+		}
+		p.mu.Lock()
+		old := p.mu.db
+		p.mu.Unlock()
+		if dbConnChanged(old, db) {
+			p.reconnect()
+		}
+		// The limiters are shared by name; this updates their maxima.
+		ps.mu.Lock()
+		limiterFor(ps.mu.dbLimits, db.Name, cfg.EffectiveMaxDBConnections(db))
+		limiterFor(ps.mu.userLimits, p.key.user, userMaxConns(cfg, p.key.user))
+		ps.mu.Unlock()
+		p.configure(cfg, db)
+	}
+}
+
+func dbConnChanged(a, b *config.Database) bool {
+	return a.Host != b.Host || a.Port != b.Port || a.DBName != b.DBName || a.User != b.User || a.Password != b.Password || a.ConnectQuery != b.ConnectQuery
+}
+
+// reconnect closes idle servers now and marks busy ones to close at
+// release (RECONNECT).
+func (p *pool) reconnect() {
+	p.mu.Lock()
+	main, reserve := p.mu.main, p.mu.reserve
+	p.mu.welcome = nil
+	p.mu.Unlock()
+	for _, pp := range []*puddle.Pool[*serverConn]{main, reserve} {
+		if pp != nil {
+			pp.Reset()
+		}
+	}
+}
+
+// pauseChan returns a channel closed on resume, or nil when not paused.
+func (ps *poolSet) pauseChan(p *pool) chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.paused {
+		return p.mu.pauseCh
+	}
+	return nil
+}
+
+// pools returns a snapshot of the pools, sorted by database then user.
+func (ps *poolSet) list() []*pool {
+	ps.mu.Lock()
+	out := make([]*pool, 0, len(ps.mu.pools))
+	for _, p := range ps.mu.pools {
+		out = append(out, p)
+	}
+	ps.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].key.db != out[j].key.db {
+			return out[i].key.db < out[j].key.db
+		}
+		return out[i].key.user < out[j].key.user
+	})
+	return out
+}
+
+// pause stops handing out servers for the named database (all when db is
+// empty) and waits until every server is back, then closes the idle ones.
+func (ps *poolSet) pause(ctx context.Context, db string) error {
+	for _, p := range ps.list() {
+		if db != "" && p.key.db != db {
+			continue
+		}
+		p.mu.Lock()
+		if !p.mu.paused {
+			p.mu.paused = true
+			p.mu.pauseCh = make(chan struct{})
+		}
+		p.mu.Unlock()
+	}
+	for _, p := range ps.list() {
+		if db != "" && p.key.db != db {
+			continue
+		}
+		for {
+			p.mu.Lock()
+			main, reserve := p.mu.main, p.mu.reserve
+			p.mu.Unlock()
+			busy := main.Stat().AcquiredResources()
+			if reserve != nil {
+				busy += reserve.Stat().AcquiredResources()
+			}
+			if busy == 0 {
+				main.Reset()
+				if reserve != nil {
+					reserve.Reset()
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// resume undoes pause; it reports whether anything was paused.
+func (ps *poolSet) resume(db string) bool {
+	any := false
+	for _, p := range ps.list() {
+		if db != "" && p.key.db != db {
+			continue
+		}
+		p.mu.Lock()
+		if p.mu.paused {
+			p.mu.paused = false
+			close(p.mu.pauseCh)
+			any = true
+		}
+		p.mu.Unlock()
+	}
+	return any
+}
+
+// startJanitor runs the periodic housekeeping: server_idle_timeout,
+// server_lifetime, min_pool_size.
+func (ps *poolSet) startJanitor() {
+	ps.janitorOnce.Do(func() {
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ps.stop:
+					return
+				case <-t.C:
+					ps.janitor()
+				}
+			}
+		}()
+	})
+}
+
+func (ps *poolSet) janitor() {
+	cfg := ps.srv.cfg.Load()
+	for _, p := range ps.list() {
+		p.mu.Lock()
+		main, db := p.mu.main, p.mu.db
+		p.mu.Unlock()
+		idle := main.AcquireAllIdle()
+		minSize := cfg.MinPoolSize
+		if db.MinPoolSize >= 0 {
+			minSize = db.MinPoolSize
+		}
+		total := int(main.Stat().TotalResources())
+		for _, res := range idle {
+			sc := res.Value()
+			switch {
+			case sc.closeNeeded || sc.expired():
+				res.Destroy()
+				total--
+			case cfg.ServerIdleTimeout > 0 && res.IdleDuration() > cfg.ServerIdleTimeout && total > minSize:
+				res.Destroy()
+				total--
+			default:
+				res.ReleaseUnused()
+			}
+		}
+		if minSize > 0 && (p.active.Load() > 0 || db.User != "") {
+			for i := total; i < minSize && i < p.mu.size; i++ {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), cfg.ServerConnectTimeout)
+					defer cancel()
+					_ = main.CreateResource(ctx)
+				}()
+			}
+		}
+	}
+}
+
+func (ps *poolSet) closeAll() {
+	select {
+	case <-ps.stop:
+	default:
+		close(ps.stop)
+	}
+	for _, p := range ps.list() {
+		p.mu.Lock()
+		main, reserve := p.mu.main, p.mu.reserve
+		p.mu.Unlock()
+		main.Close()
+		if reserve != nil {
+			reserve.Close()
+		}
+	}
+}
+
+// limiter bounds a count across pools (max_db_connections,
+// max_user_connections); 0 means unlimited. The maximum may change at
+// reload.
+type limiter struct {
+	mu   sync.Mutex
+	n    int
+	max  int
+	wake chan struct{}
+}
+
+func newLimiter() *limiter { return &limiter{wake: make(chan struct{})} }
+
+func (l *limiter) setMax(m int) {
+	l.mu.Lock()
+	l.max = m
+	close(l.wake)
+	l.wake = make(chan struct{})
+	l.mu.Unlock()
+}
+
+func (l *limiter) acquire(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		if l.max <= 0 || l.n < l.max {
+			l.n++
+			l.mu.Unlock()
+			return nil
+		}
+		w := l.wake
+		l.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return fmt.Errorf("connection limit reached: %w", ctx.Err())
+		}
+	}
+}
+
+func (l *limiter) release() {
+	l.mu.Lock()
+	l.n--
+	close(l.wake)
+	l.wake = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// poolMode returns the pool's current mode.
+func (p *pool) poolMode() config.PoolMode { return config.PoolMode(p.mode.Load()) }
+
+// database returns the pool's current database entry.
+func (p *pool) database() *config.Database {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.db
+}

@@ -1,0 +1,656 @@
+package pooler
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/puddle/v2"
+	"github.com/pgwarden/pgwarden/pooler/config"
+)
+
+// The relay. The client's serve goroutine reads client bytes, walks the
+// message headers, attaches a server when a request needs one and forwards
+// whole runs of messages with one write. While a server is attached, a
+// server pump goroutine reads server bytes, watches ReadyForQuery and
+// ParameterStatus, forwards runs to the client, and in transaction and
+// statement mode hands the server back to its pool at the first
+// ReadyForQuery that leaves nothing in flight. No message is decoded unless
+// the pooler acts on it, and neither side holds a buffer while idle.
+
+// attachment is a server connection lent to one client. res is owned by the
+// pump goroutine, which alone releases or destroys it. The counters are
+// guarded by the client's mu.
+type attachment struct {
+	res  *puddle.Resource[*serverConn]
+	sc   *serverConn
+	pool *pool
+	mode config.PoolMode // the pool's mode when attached
+	// inFlight counts requests (Query, Sync, FunctionCall) sent and not yet
+	// answered by ReadyForQuery; partial is set while extended-protocol
+	// messages were sent after the last Sync.
+	inFlight int
+	partial  bool
+	txStatus byte
+	// clientGone is set when the client ended its session; the pump then
+	// releases (if clean) or destroys the server and exits.
+	clientGone bool
+	xactStart  time.Time
+	done       chan struct{}
+}
+
+func (a *attachment) clean() bool { return a.inFlight == 0 && !a.partial && a.txStatus == 'I' }
+
+// runSession relays until the client terminates or an error occurs.
+func (c *clientConn) runSession() error {
+	defer c.detachOnExit()
+	var bufp *[]byte
+	defer func() {
+		if bufp != nil {
+			putBuf(bufp)
+		}
+	}()
+	var buf []byte
+	r, w := 0, 0
+	remaining := 0 // body bytes of the current message still to forward
+	var deadlineSet bool
+	for {
+		if r == w {
+			r, w = 0, 0
+			timeout, code := c.idleTimeout()
+			if timeout > 0 {
+				_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
+				deadlineSet = true
+			} else if deadlineSet {
+				_ = c.conn.SetReadDeadline(time.Time{})
+				deadlineSet = false
+			}
+			if remaining == 0 && !c.attached() {
+				// Idle between transactions: give the buffer back and
+				// wait for the socket without one.
+				if bufp != nil {
+					putBuf(bufp)
+					bufp, buf = nil, nil
+				}
+				if err := waitReadable(c.conn); err != nil {
+					return c.readError(err, code)
+				}
+			}
+		}
+		if bufp == nil {
+			bufp = getBuf()
+			buf = *bufp
+		}
+		n, err := c.conn.Read(buf[w:])
+		if n == 0 && err != nil {
+			_, code := c.idleTimeout()
+			return c.readError(err, code)
+		}
+		w += n
+		start := r
+		var att *attachment
+		for r < w {
+			if remaining > 0 {
+				take := min(remaining, w-r)
+				r += take
+				remaining -= take
+				continue
+			}
+			if w-r < 5 {
+				break
+			}
+			typ := buf[r]
+			l := int(binary.BigEndian.Uint32(buf[r+1:]))
+			if l < 4 {
+				return newError(codeProtocolViolation, "invalid message length")
+			}
+			if cfgMax := c.cfg.MaxPacketSize; cfgMax > 0 && l > cfgMax {
+				return newError(codeMessageTooLarge, "message exceeds max_packet_size")
+			}
+			if typ == 'X' {
+				if err := c.forward(att, buf[start:r]); err != nil {
+					return err
+				}
+				return nil
+			}
+			a, err := c.noteRequest(typ)
+			if err != nil {
+				return err
+			}
+			att = a
+			r += 5
+			remaining = l - 4
+		}
+		if r > start {
+			if err := c.forward(att, buf[start:r]); err != nil {
+				return err
+			}
+		}
+		if r < w && r > 0 {
+			copy(buf, buf[r:w])
+			w -= r
+			r = 0
+		} else if r == w {
+			r, w = 0, 0
+		}
+	}
+}
+
+// readError turns a client read error into the session's end reason.
+func (c *clientConn) readError(err error, code errorCode) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && c.killErr.Load() == nil {
+		return newError(code, "")
+	}
+	return err
+}
+
+// idleTimeout returns the read timeout for the client while it is quiet:
+// idle_transaction_timeout inside a transaction, client_idle_timeout
+// otherwise.
+func (c *clientConn) idleTimeout() (time.Duration, errorCode) {
+	cfg := c.srv.cfg.Load()
+	c.mu.Lock()
+	att := c.mu.att
+	inTx := att != nil && att.inFlight == 0 && (att.txStatus == 'T' || att.txStatus == 'E')
+	busy := att != nil && att.inFlight > 0
+	c.mu.Unlock()
+	switch {
+	case busy:
+		return 0, codeClientIdleTimeout
+	case inTx:
+		t := cfg.IdleTransactionTimeout
+		if u, ok := cfg.Users[c.st.user]; ok && u.IdleTransactionTimeout >= 0 {
+			t = u.IdleTransactionTimeout
+		}
+		return t, codeIdleTransactionTimeout
+	default:
+		t := cfg.ClientIdleTimeout
+		if u, ok := cfg.Users[c.st.user]; ok && u.ClientIdleTimeout >= 0 {
+			t = u.ClientIdleTimeout
+		}
+		return t, codeClientIdleTimeout
+	}
+}
+
+func (c *clientConn) attached() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.att != nil
+}
+
+// noteRequest accounts for one client message about to be forwarded,
+// attaching a server first when none is attached.
+func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
+	c.mu.Lock()
+	att := c.mu.att
+	if att == nil {
+		c.mu.Unlock()
+		var err error
+		att, err = c.attach()
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+	}
+	switch typ {
+	case 'Q', 'F':
+		att.inFlight++
+		c.requestTime.Store(time.Now().UnixNano())
+	case 'S':
+		att.inFlight++
+		att.partial = false
+		c.requestTime.Store(time.Now().UnixNano())
+	case 'P', 'B', 'D', 'E', 'C', 'H':
+		att.partial = true
+	}
+	c.mu.Unlock()
+	return att, nil
+}
+
+func (c *clientConn) forward(att *attachment, b []byte) error {
+	if len(b) == 0 || att == nil {
+		return nil
+	}
+	if _, err := att.sc.conn.Write(b); err != nil {
+		// The pump sees the broken server and ends the client.
+		return newError(codeServerConnCrashed, "")
+	}
+	att.pool.stats.recv.Add(int64(len(b)))
+	return nil
+}
+
+// attach acquires a server for this client, brings its session parameters
+// in line with the client's, and starts the server pump.
+func (c *clientConn) attach() (*attachment, error) {
+	if c.srv.shuttingDown() {
+		c.mu.Lock()
+		stop := c.mu.wantStop
+		c.mu.Unlock()
+		if stop {
+			return nil, newError(codeShuttingDown, "")
+		}
+	}
+	p := c.pool
+	c.mu.Lock()
+	c.mu.state = stateWaiting
+	c.mu.waitFrom = time.Now()
+	c.mu.Unlock()
+	res, err := p.acquire(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	sc := res.Value()
+	if err := c.syncParams(sc); err != nil {
+		if errors.Is(err, errServerBroken) {
+			res.Destroy()
+		} else {
+			p.release(res)
+		}
+		return nil, err
+	}
+	att := &attachment{res: res, sc: sc, pool: p, mode: p.poolMode(), txStatus: 'I', xactStart: time.Now(), done: make(chan struct{})}
+	c.mu.Lock()
+	c.mu.att = att
+	c.mu.state = stateActive
+	c.mu.Unlock()
+	go c.pump(att)
+	return att, nil
+}
+
+// syncParams sends one SET/RESET query when the server's tracked parameter
+// values differ from the client's (PgBouncer's varcache).
+func (c *clientConn) syncParams(sc *serverConn) error {
+	var q strings.Builder
+	var set []string
+	for k, want := range c.params {
+		have := sc.params[k]
+		if strings.EqualFold(have, want) {
+			continue
+		}
+		name := canonicalName(k)
+		if want == "" {
+			q.WriteString("RESET " + name + ";")
+		} else {
+			q.WriteString("SET " + name + "=" + quoteLiteral(want) + ";")
+		}
+		set = append(set, k)
+	}
+	// Parameters another client set that this client never did.
+	for k, have := range sc.params {
+		if _, ok := c.params[k]; ok || have == "" || isReported(k) {
+			continue
+		}
+		if c.srv.isTracked(c.cfg, k) {
+			q.WriteString("RESET " + canonicalName(k) + ";")
+			set = append(set, k)
+		}
+	}
+	if q.Len() == 0 {
+		return nil
+	}
+	if err := sc.simpleExec(q.String()); err != nil {
+		var se *serverError
+		if errors.As(err, &se) {
+			return &pgError{code: codeProtocolViolation, sqlstate: se.code, msg: se.msg}
+		}
+		return err
+	}
+	for _, k := range set {
+		if v, ok := c.params[k]; ok {
+			if reported, ok := sc.params[k]; ok && isReported(k) {
+				// Keep the server's canonical spelling.
+				c.params[k] = reported
+			} else {
+				sc.params[k] = v
+			}
+		} else {
+			delete(sc.params, k)
+		}
+	}
+	return nil
+}
+
+// detachOnExit runs when the session loop ends: a clean server goes back to
+// its pool (after server_reset_query in session mode), anything else is
+// closed. It waits for the pump to finish.
+func (c *clientConn) detachOnExit() {
+	c.mu.Lock()
+	att := c.mu.att
+	if att != nil {
+		att.clientGone = true
+		// Wake the pump: it may be blocked reading the server.
+		_ = att.sc.conn.SetReadDeadline(time.Now())
+	}
+	c.mu.Unlock()
+	if att == nil {
+		return
+	}
+	// It may also be blocked writing to a client that stopped reading.
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	<-att.done
+	_ = c.conn.SetWriteDeadline(time.Time{})
+}
+
+// pump is the server→client half of an attachment. It owns att.res.
+func (c *clientConn) pump(att *attachment) {
+	defer close(att.done)
+	sc := att.sc
+	p := att.pool
+	cfg := c.srv.cfg.Load()
+	mode := att.mode
+	bufp := getBuf()
+	defer putBuf(bufp)
+	buf := *bufp
+	r, w := 0, 0
+	remaining := 0
+	qt := cfg.QueryTimeout
+	if u, ok := cfg.Users[c.st.user]; ok && u.QueryTimeout >= 0 {
+		qt = u.QueryTimeout
+	}
+	needRead := true
+	for {
+		if needRead {
+			if qt > 0 {
+				// Under mu so that detachOnExit's wake-up deadline is
+				// never overwritten.
+				c.mu.Lock()
+				if !att.clientGone {
+					if att.inFlight > 0 {
+						_ = sc.conn.SetReadDeadline(time.Unix(0, c.requestTime.Load()).Add(qt))
+					} else {
+						_ = sc.conn.SetReadDeadline(time.Time{})
+					}
+				}
+				c.mu.Unlock()
+			}
+			n, err := sc.conn.Read(buf[w:])
+			if n == 0 && err != nil {
+				c.pumpEnded(att, err, qt)
+				return
+			}
+			w += n
+		}
+		needRead = true
+		start := r
+		release := false
+		for r < w && !release {
+			if remaining > 0 {
+				take := min(remaining, w-r)
+				r += take
+				remaining -= take
+				continue
+			}
+			if w-r < 5 {
+				break
+			}
+			typ := buf[r]
+			l := int(binary.BigEndian.Uint32(buf[r+1:]))
+			if l < 4 {
+				c.pumpFatal(att, newError(codeServerConnCrashed, ""))
+				return
+			}
+			switch typ {
+			case 'Z':
+				if w-r < 6 {
+					goto more
+				}
+				status := buf[r+5]
+				r += 6
+				switch c.onReady(att, status, mode) {
+				case readyRelease:
+					release = true
+				case readyStatementTx:
+					_ = c.writeClient(buf[start:r-6], p)
+					c.pumpFatal(att, newError(codeStatementModeTx, ""))
+					return
+				}
+				continue
+			case 'S':
+				if w-r < l+1 {
+					if l+1 > len(buf) {
+						break // too large to inspect; forward as is
+					}
+					goto more
+				}
+				if name, value, ok := parseParameterStatus(buf[r+5 : r+1+l]); ok {
+					lk := strings.ToLower(name)
+					c.mu.Lock()
+					sc.params[lk] = value
+					if _, tracked := c.params[lk]; tracked || c.srv.isTracked(c.cfg, lk) {
+						c.params[lk] = value
+					}
+					c.mu.Unlock()
+				}
+				r += l + 1
+				continue
+			}
+			r += 5
+			remaining = l - 4
+		}
+	more:
+		if r > start {
+			if err := c.writeClient(buf[start:r], p); err != nil {
+				c.pumpEnded(att, err, 0)
+				return
+			}
+		}
+		if release && !c.tryDetach(att) {
+			// The client sent more meanwhile: keep going, and look at
+			// bytes already buffered before reading again.
+			needRead = r == w
+		} else if release {
+			if r < w {
+				// Bytes after the final ReadyForQuery: the server
+				// sent something unsolicited. Do not reuse it.
+				sc.broken = true
+			}
+			c.mu.Lock()
+			gone := att.clientGone
+			c.mu.Unlock()
+			if gone {
+				c.releaseAfterSession(att)
+			} else {
+				p.release(att.res)
+			}
+			c.afterDetach()
+			return
+		}
+		if r < w && r > 0 {
+			copy(buf, buf[r:w])
+			w -= r
+			r = 0
+		} else if r == w {
+			r, w = 0, 0
+		}
+	}
+}
+
+type readyAction int
+
+const (
+	readyKeep readyAction = iota
+	readyRelease
+	readyStatementTx
+)
+
+// onReady accounts for a ReadyForQuery from the server.
+func (c *clientConn) onReady(att *attachment, status byte, mode config.PoolMode) readyAction {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if att.inFlight > 0 {
+		att.inFlight--
+	}
+	prev := att.txStatus
+	att.txStatus = status
+	now := time.Now()
+	st := &att.pool.stats
+	st.queryCount.Add(1)
+	st.queryTime.Add(now.Sub(time.Unix(0, c.requestTime.Load())).Microseconds())
+	if status == 'I' && (prev != 'I' || att.inFlight == 0) {
+		st.xactCount.Add(1)
+		st.xactTime.Add(now.Sub(att.xactStart).Microseconds())
+		att.xactStart = now
+	}
+	if mode == config.PoolStatement && status != 'I' {
+		return readyStatementTx
+	}
+	if mode != config.PoolSession && att.clean() {
+		return readyRelease
+	}
+	if att.clientGone && att.clean() {
+		return readyRelease
+	}
+	return readyKeep
+}
+
+// tryDetach detaches att if it is still clean after the final bytes were
+// flushed to the client.
+func (c *clientConn) tryDetach(att *attachment) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !att.clean() || (att.mode == config.PoolSession && !att.clientGone) {
+		return false
+	}
+	if c.mu.att == att {
+		c.mu.att = nil
+		c.mu.state = stateIdle
+	}
+	return true
+}
+
+// afterDetach closes a client that asked to stop at its next transaction
+// boundary.
+func (c *clientConn) afterDetach() {
+	c.mu.Lock()
+	stop := c.mu.wantStop
+	c.mu.Unlock()
+	if stop {
+		c.kill(newError(codeShuttingDown, ""))
+	}
+}
+
+// pumpEnded handles a failed server read or client write.
+func (c *clientConn) pumpEnded(att *attachment, err error, qt time.Duration) {
+	c.mu.Lock()
+	gone := att.clientGone
+	clean := att.clean()
+	c.mu.Unlock()
+	if gone {
+		var ne net.Error
+		if clean && errors.As(err, &ne) && ne.Timeout() {
+			c.releaseAfterSession(att)
+		} else {
+			att.res.Destroy()
+		}
+		c.clearAttachment(att)
+		return
+	}
+	var ne net.Error
+	if qt > 0 && errors.As(err, &ne) && ne.Timeout() {
+		c.pumpFatal(att, newError(codeQueryTimeout, ""))
+		return
+	}
+	if isClientWriteError(err) {
+		// The client went away while results were streaming.
+		att.res.Destroy()
+		c.clearAttachment(att)
+		c.raw.Close()
+		return
+	}
+	c.pumpFatal(att, wrapError(codeServerConnCrashed, "", err))
+}
+
+func isClientWriteError(err error) bool {
+	var we *clientWriteError
+	return errors.As(err, &we)
+}
+
+type clientWriteError struct{ err error }
+
+func (e *clientWriteError) Error() string { return "write to client: " + e.err.Error() }
+func (e *clientWriteError) Unwrap() error { return e.err }
+
+// pumpFatal destroys the server and ends the client with pe.
+func (c *clientConn) pumpFatal(att *attachment, pe *pgError) {
+	att.res.Destroy()
+	c.clearAttachment(att)
+	c.kill(pe)
+}
+
+func (c *clientConn) clearAttachment(att *attachment) {
+	c.mu.Lock()
+	if c.mu.att == att {
+		c.mu.att = nil
+		c.mu.state = stateIdle
+	}
+	c.mu.Unlock()
+}
+
+// releaseAfterSession resets a clean server whose client has left and
+// returns it to the pool.
+func (c *clientConn) releaseAfterSession(att *attachment) {
+	cfg := c.srv.cfg.Load()
+	sc := att.sc
+	_ = sc.conn.SetReadDeadline(time.Time{})
+	if cfg.ServerResetQuery != "" && (att.mode == config.PoolSession || cfg.ServerResetQueryAlways) {
+		_ = sc.conn.SetDeadline(time.Now().Add(cfg.ServerConnectTimeout))
+		err := sc.simpleExec(cfg.ServerResetQuery)
+		_ = sc.conn.SetDeadline(time.Time{})
+		if err != nil {
+			att.res.Destroy()
+			return
+		}
+		// DISCARD ALL resets every parameter to the server default.
+		for k := range sc.params {
+			if !isReported(k) {
+				delete(sc.params, k)
+			}
+		}
+	}
+	att.pool.release(att.res)
+}
+
+// writeClient writes b to the client under writeMu.
+func (c *clientConn) writeClient(b []byte, p *pool) error {
+	c.writeMu.Lock()
+	_, err := c.conn.Write(b)
+	c.writeMu.Unlock()
+	if err != nil {
+		return &clientWriteError{err}
+	}
+	p.stats.sent.Add(int64(len(b)))
+	return nil
+}
+
+// waitReadable blocks until conn has bytes to read (or an error or the
+// deadline), without a buffer: idle clients hold no memory but their socket.
+// TLS connections fall through to an ordinary read.
+func waitReadable(conn net.Conn) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var one [1]byte
+	var rerr error
+	err = raw.Read(func(fd uintptr) bool {
+		_, _, e := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if e == syscall.EAGAIN || e == syscall.EINTR {
+			return false
+		}
+		// Data, EOF (n == 0) or an error: let the real read report it.
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}

@@ -1,0 +1,396 @@
+// Package pooler is pgwarden's data plane: listeners, the startup and sign-in
+// phases, per-(database, role) pools of server connections, the relay that
+// moves bytes between clients and servers, cancel routing, and the admin
+// console. It consumes a validated *config.Config and, for sign-in, the
+// ClientAuthenticator interface; it knows nothing about Entra ID or
+// Prometheus.
+package pooler
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pgwarden/pgwarden/pooler/config"
+)
+
+// Version is pgwarden's version, reported by SHOW VERSION and --version.
+var Version = "0.1.0"
+
+// Options are the parts of a Server that do not come from the config file.
+type Options struct {
+	// Logger receives the pooler's log lines; nil means slog.Default().
+	Logger *slog.Logger
+	// Authenticators, when set, may claim a sign-in before the built-in
+	// password methods (the Entra ID method plugs in here).
+	Authenticators []ClientAuthenticator
+	// Observer receives sign-in events and error codes; may be nil.
+	Observer Observer
+}
+
+// Observer is told about events the metrics and audit sinks care about. It
+// must not block.
+type Observer interface {
+	SignIn(ev SignInEvent)
+	ClientError(code string)
+}
+
+// SignInEvent describes one sign-in attempt.
+type SignInEvent struct {
+	Time     time.Time
+	Client   string
+	Database string
+	User     string
+	Method   string
+	TLS      bool
+	OK       bool
+	Reason   string
+	Latency  time.Duration
+}
+
+// Server is one pgwarden process's data plane. Create it with New, open its
+// listeners with Listen, run it with Serve; Reload swaps the configuration
+// in place; Shutdown drains. All methods are safe for concurrent use.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	cfg       atomic.Pointer[config.Config]
+	clientTLS atomic.Pointer[tls.Config] // nil when client TLS is off
+	serverTLS atomic.Pointer[tls.Config] // nil when server TLS is off
+
+	pools   *poolSet
+	cancels *cancelRegistry
+
+	nclients atomic.Int64 // signed-in and signing-in clients, admin excluded
+
+	mu struct {
+		sync.Mutex
+		listeners []net.Listener
+		clients   map[*clientConn]struct{}
+		shutdown  bool
+	}
+	// shutdownCh is closed when Shutdown starts.
+	shutdownCh chan struct{}
+	shutOnce   sync.Once
+	// doneCh is closed when the server has stopped: no clients left, or
+	// forced.
+	doneCh   chan struct{}
+	doneOnce sync.Once
+	wg       sync.WaitGroup
+	// reloadHook is called by the console's RELOAD; set by the binary.
+	reloadHook atomic.Pointer[func() error]
+	startTime  time.Time
+}
+
+// New builds a Server from a validated configuration.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{
+		opts:       opts,
+		log:        opts.Logger,
+		shutdownCh: make(chan struct{}),
+		doneCh:     make(chan struct{}),
+		startTime:  time.Now(),
+	}
+	s.mu.clients = map[*clientConn]struct{}{}
+	s.pools = newPoolSet(s)
+	s.cancels = newCancelRegistry(s)
+	if err := s.applyConfig(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Config returns the configuration in force.
+func (s *Server) Config() *config.Config { return s.cfg.Load() }
+
+// SetReloadHook sets the function the console's RELOAD calls (the binary
+// re-reads the config file and calls Reload).
+func (s *Server) SetReloadHook(f func() error) { s.reloadHook.Store(&f) }
+
+// applyConfig installs cfg: TLS material, then the config pointer, then the
+// pools' limits.
+func (s *Server) applyConfig(cfg *config.Config) error {
+	ctls, err := buildClientTLS(cfg)
+	if err != nil {
+		return err
+	}
+	stls, err := buildServerTLS(cfg)
+	if err != nil {
+		return err
+	}
+	s.clientTLS.Store(ctls)
+	s.serverTLS.Store(stls)
+	s.cfg.Store(cfg)
+	return nil
+}
+
+// Reload installs a new configuration without dropping clients: pool sizes,
+// timeouts, databases, users and TLS files change in place. Keys that need a
+// restart (listen_addr, listen_port, unix_socket_dir, …) keep their old
+// values; the returned warnings name them.
+func (s *Server) Reload(cfg *config.Config) ([]string, error) {
+	old := s.cfg.Load()
+	var warnings []string
+	if !equalStrings(old.ListenAddrs, cfg.ListenAddrs) || old.ListenPort != cfg.ListenPort || old.UnixSocketDir != cfg.UnixSocketDir {
+		warnings = append(warnings, "listen_addr, listen_port and unix_socket_dir need a restart; keeping the old values")
+		c := *cfg
+		c.ListenAddrs, c.ListenPort, c.UnixSocketDir = old.ListenAddrs, old.ListenPort, old.UnixSocketDir
+		cfg = &c
+	}
+	if err := s.applyConfig(cfg); err != nil {
+		return warnings, err
+	}
+	s.pools.reconfigure(cfg)
+	s.log.Info("configuration reloaded", "file", cfg.Path)
+	return warnings, nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) clientTLSConfig() *tls.Config { return s.clientTLS.Load() }
+
+// Listen opens the TCP listeners of listen_addr and the Unix socket in
+// unix_socket_dir. It returns an error naming the address that failed.
+func (s *Server) Listen() error {
+	cfg := s.cfg.Load()
+	var lns []net.Listener
+	lc := net.ListenConfig{}
+	if cfg.SOReuseport {
+		lc.Control = reusePortControl
+	}
+	for _, a := range cfg.ListenAddrs {
+		host := a
+		if host == "*" {
+			host = ""
+		}
+		addr := net.JoinHostPort(host, strconv.Itoa(cfg.ListenPort))
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
+		if err != nil {
+			closeAll(lns)
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	if cfg.UnixSocketDir != "" {
+		path := filepath.Join(cfg.UnixSocketDir, ".s.PGSQL."+strconv.Itoa(cfg.ListenPort))
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			// A stale socket from a previous run; refuse if something
+			// still answers on it.
+			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+				c.Close()
+				closeAll(lns)
+				return fmt.Errorf("listen on %s: another process is listening there", path)
+			}
+			os.Remove(path)
+		}
+		ln, err := lc.Listen(context.Background(), "unix", path)
+		if err != nil {
+			closeAll(lns)
+			return fmt.Errorf("listen on %s: %w", path, err)
+		}
+		mode := cfg.UnixSocketMode
+		if mode == 0 {
+			mode = 0o777
+		}
+		_ = os.Chmod(path, os.FileMode(mode))
+		lns = append(lns, ln)
+	}
+	if len(lns) == 0 {
+		return errors.New("nothing to listen on: listen_addr is empty and unix_socket_dir is empty")
+	}
+	s.mu.Lock()
+	s.mu.listeners = append(s.mu.listeners, lns...)
+	s.mu.Unlock()
+	return nil
+}
+
+func reusePortControl(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func closeAll(lns []net.Listener) {
+	for _, l := range lns {
+		l.Close()
+	}
+}
+
+// Addrs returns the addresses being listened on.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []net.Addr
+	for _, l := range s.mu.listeners {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+// Serve accepts clients on every listener until Shutdown, then waits for the
+// drain to finish. It returns nil after a clean shutdown.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	lns := append([]net.Listener(nil), s.mu.listeners...)
+	s.mu.Unlock()
+	if len(lns) == 0 {
+		return errors.New("Serve called before Listen")
+	}
+	s.pools.startJanitor()
+	errCh := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func(ln net.Listener) { errCh <- s.acceptLoop(ln) }(ln)
+	}
+	stop := context.AfterFunc(ctx, func() { s.Shutdown(ShutdownImmediate) })
+	defer stop()
+	<-s.doneCh
+	s.wg.Wait()
+	s.pools.closeAll()
+	return nil
+}
+
+func (s *Server) acceptLoop(ln net.Listener) error {
+	_, isUnix := ln.(*net.UnixListener)
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.shutdownCh:
+				return nil
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and similar: back off briefly
+			// rather than spin.
+			s.log.Warn("accept failed", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		c := s.newClientConn(conn, isUnix)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			c.serve()
+		}()
+	}
+}
+
+func (s *Server) trackClient(c *clientConn, add bool) {
+	s.mu.Lock()
+	if add {
+		s.mu.clients[c] = struct{}{}
+	} else {
+		delete(s.mu.clients, c)
+	}
+	n := len(s.mu.clients)
+	shutdown := s.mu.shutdown
+	s.mu.Unlock()
+	if !add && shutdown && n == 0 {
+		s.finish()
+	}
+}
+
+func (s *Server) finish() { s.doneOnce.Do(func() { close(s.doneCh) }) }
+
+// ShutdownMode says how Shutdown treats connected clients.
+type ShutdownMode int
+
+const (
+	// ShutdownWaitForClients stops accepting and exits when every client
+	// has disconnected; transaction-pooled clients are closed at their
+	// next transaction boundary (SIGTERM, SHUTDOWN WAIT_FOR_CLIENTS).
+	ShutdownWaitForClients ShutdownMode = iota
+	// ShutdownWaitForServers stops accepting, drops clients waiting for a
+	// server and exits once every server connection is released (SIGINT,
+	// SHUTDOWN WAIT_FOR_SERVERS).
+	ShutdownWaitForServers
+	// ShutdownImmediate closes everything now (console SHUTDOWN, a second
+	// signal).
+	ShutdownImmediate
+)
+
+// Shutdown starts a shutdown in the given mode and returns at once; Serve
+// returns when it completes. Calling it again with ShutdownImmediate forces
+// the end.
+func (s *Server) Shutdown(mode ShutdownMode) {
+	s.shutOnce.Do(func() { close(s.shutdownCh) })
+	s.mu.Lock()
+	s.mu.shutdown = true
+	lns := s.mu.listeners
+	s.mu.listeners = nil
+	clients := make([]*clientConn, 0, len(s.mu.clients))
+	for c := range s.mu.clients {
+		clients = append(clients, c)
+	}
+	s.mu.Unlock()
+	closeAll(lns)
+	cfg := s.cfg.Load()
+	if cfg.UnixSocketDir != "" {
+		for _, l := range lns {
+			if ul, ok := l.(*net.UnixListener); ok {
+				_ = ul // net.UnixListener.Close removes the socket file
+			}
+		}
+	}
+	switch mode {
+	case ShutdownImmediate:
+		for _, c := range clients {
+			c.kill(newError(codeShuttingDown, ""))
+		}
+	default:
+		for _, c := range clients {
+			c.requestClose(mode)
+		}
+	}
+	if len(clients) == 0 {
+		s.finish()
+	}
+}
+
+// Done is closed when the server has finished shutting down.
+func (s *Server) Done() <-chan struct{} { return s.doneCh }
+
+// shuttingDown reports whether Shutdown has started.
+func (s *Server) shuttingDown() bool {
+	select {
+	case <-s.shutdownCh:
+		return true
+	default:
+		return false
+	}
+}
