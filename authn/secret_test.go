@@ -171,7 +171,7 @@ func TestParseSecret(t *testing.T) {
 		{strings.Replace(scram, "4096", "", 1), SecretPlain},
 		{strings.Replace(scram, "4096", "4096x", 1), SecretPlain},
 		{strings.Replace(scram, "4096", "99999999999", 1), SecretPlain},
-		{strings.Replace(scram, "UZDyWMU2Jlmg/HJbYOa4SA==", "", 1), SecretPlain},          // empty salt
+		{strings.Replace(scram, "UZDyWMU2Jlmg/HJbYOa4SA==", "", 1), SecretPlain},                 // empty salt
 		{strings.Replace(scram, "UZDyWMU2Jlmg/HJbYOa4SA==", "UZDy!MU2Jlmg/HJb", 1), SecretPlain}, // bad base64
 		{strings.Replace(scram, "tpUqLRwDabWOm64RTKh/AASvzwJeW2djFOWYW/19+Ao=", "tpUqLRwD", 1), SecretPlain},
 		{strings.Replace(scram, "PmFG5tzwr4+NKsKYORUQqDKnlanlKnqwOmUh+3xXfPc=", "PmFG5tzwr4+NKsKYORUQqDKnlanlKnqwOmUh+3xXfPc=:AA==", 1), SecretPlain},

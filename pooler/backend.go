@@ -98,11 +98,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 		return nil, err
 	}
 	_ = sc.conn.SetDeadline(time.Time{})
-	lt := cfg.ServerLifetime
-	if db.ServerLifetime >= 0 {
-		lt = db.ServerLifetime
-	}
-	if lt > 0 {
+	if lt := cfg.EffectiveServerLifetime(db); lt > 0 {
 		// Up to 10% jitter so that a pool's connections do not all
 		// expire together.
 		sc.lifetime = lt - time.Duration(rand.Int64N(int64(lt)/10+1))

@@ -56,6 +56,7 @@ type clientConn struct {
 		waitFrom time.Time
 		closing  ShutdownMode
 		wantStop bool
+		deadline bool // a read deadline is set on conn
 	}
 	killErr atomic.Pointer[pgError]
 	// requestTime is the start of the current request (UnixNano).
@@ -144,6 +145,13 @@ func (c *clientConn) reportError(err error) {
 		if c.cfg.LogPoolerErrors {
 			c.srv.log.Warn("pooler error: "+pe.clientMessage(), "client", c.remote, "cause", pe.cause)
 		}
+		return
+	}
+	var se *serverError
+	if errors.As(err, &se) {
+		// A server login failure: the client sees PostgreSQL's own
+		// error, as PgBouncer forwards it.
+		c.sendFatal(&pgError{code: codeServerLoginFailed, sqlstate: se.code, msg: se.msg})
 		return
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {

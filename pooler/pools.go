@@ -135,17 +135,10 @@ func (ps *poolSet) get(cfg *config.Config, key poolKey, db *config.Database) *po
 	}
 	p := &pool{srv: ps.srv, key: key}
 	p.dbLimit = limiterFor(ps.mu.dbLimits, db.Name, cfg.EffectiveMaxDBConnections(db))
-	p.userLimit = limiterFor(ps.mu.userLimits, key.user, userMaxConns(cfg, key.user))
+	p.userLimit = limiterFor(ps.mu.userLimits, key.user, cfg.EffectiveMaxUserConnections(db, key.user))
 	p.configure(cfg, db)
 	ps.mu.pools[key] = p
 	return p
-}
-
-func userMaxConns(cfg *config.Config, user string) int {
-	if u, ok := cfg.Users[user]; ok && u.MaxUserConnections > 0 {
-		return u.MaxUserConnections
-	}
-	return cfg.MaxUserConnections
 }
 
 func limiterFor(m map[string]*limiter, name string, limit int) *limiter {
@@ -234,7 +227,10 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 		p.mu.loginAt = time.Now()
 		p.mu.Unlock()
 		p.srv.log.Warn("server login failed", "db", p.key.db, "user", p.key.user, "err", err)
-		return nil, err
+		if errors.As(err, &se) || asPgError(err) != nil {
+			return nil, err
+		}
+		return nil, wrapError(codeServerLoginFailed, err.Error(), err)
 	}
 	p.mu.Lock()
 	p.mu.loginErr = nil
@@ -492,7 +488,7 @@ func (ps *poolSet) reconfigure(cfg *config.Config) {
 		// The limiters are shared by name; this updates their maxima.
 		ps.mu.Lock()
 		limiterFor(ps.mu.dbLimits, db.Name, cfg.EffectiveMaxDBConnections(db))
-		limiterFor(ps.mu.userLimits, p.key.user, userMaxConns(cfg, p.key.user))
+		limiterFor(ps.mu.userLimits, p.key.user, cfg.EffectiveMaxUserConnections(db, p.key.user))
 		ps.mu.Unlock()
 		p.configure(cfg, db)
 	}
@@ -630,10 +626,7 @@ func (ps *poolSet) janitor() {
 		main, db := p.mu.main, p.mu.db
 		p.mu.Unlock()
 		idle := main.AcquireAllIdle()
-		minSize := cfg.MinPoolSize
-		if db.MinPoolSize >= 0 {
-			minSize = db.MinPoolSize
-		}
+		minSize := cfg.EffectiveMinPoolSize(db)
 		total := int(main.Stat().TotalResources())
 		for _, res := range idle {
 			sc := res.Value()

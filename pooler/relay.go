@@ -57,19 +57,14 @@ func (c *clientConn) runSession() error {
 	var buf []byte
 	r, w := 0, 0
 	remaining := 0 // body bytes of the current message still to forward
-	var deadlineSet bool
 	for {
 		if r == w {
 			r, w = 0, 0
-			timeout, code := c.idleTimeout()
-			if timeout > 0 {
-				_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
-				deadlineSet = true
-			} else if deadlineSet {
-				_ = c.conn.SetReadDeadline(time.Time{})
-				deadlineSet = false
-			}
-			if remaining == 0 && !c.attached() {
+			c.mu.Lock()
+			c.armIdleDeadlineLocked()
+			idle := c.mu.att == nil
+			c.mu.Unlock()
+			if remaining == 0 && idle {
 				// Idle between transactions: give the buffer back and
 				// wait for the socket without one.
 				if bufp != nil {
@@ -77,7 +72,7 @@ func (c *clientConn) runSession() error {
 					bufp, buf = nil, nil
 				}
 				if err := waitReadable(c.conn); err != nil {
-					return c.readError(err, code)
+					return c.readError(err)
 				}
 			}
 		}
@@ -87,8 +82,7 @@ func (c *clientConn) runSession() error {
 		}
 		n, err := c.conn.Read(buf[w:])
 		if n == 0 && err != nil {
-			_, code := c.idleTimeout()
-			return c.readError(err, code)
+			return c.readError(err)
 		}
 		w += n
 		start := r
@@ -140,40 +134,54 @@ func (c *clientConn) runSession() error {
 	}
 }
 
-// readError turns a client read error into the session's end reason.
-func (c *clientConn) readError(err error, code errorCode) error {
+// readError turns a client read error into the session's end reason: a
+// read deadline is the idle or idle-transaction timeout.
+func (c *clientConn) readError(err error) error {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && c.killErr.Load() == nil {
+		c.mu.Lock()
+		_, code := c.idleTimeoutLocked()
+		c.mu.Unlock()
 		return newError(code, "")
 	}
 	return err
 }
 
-// idleTimeout returns the read timeout for the client while it is quiet:
-// idle_transaction_timeout inside a transaction, client_idle_timeout
-// otherwise.
-func (c *clientConn) idleTimeout() (time.Duration, errorCode) {
+// idleTimeoutLocked returns the read timeout for the client while it is
+// quiet: none while a request is in flight, idle_transaction_timeout inside
+// a transaction, client_idle_timeout otherwise.
+func (c *clientConn) idleTimeoutLocked() (time.Duration, errorCode) {
 	cfg := c.srv.cfg.Load()
-	c.mu.Lock()
 	att := c.mu.att
-	inTx := att != nil && att.inFlight == 0 && (att.txStatus == 'T' || att.txStatus == 'E')
-	busy := att != nil && att.inFlight > 0
-	c.mu.Unlock()
+	u := cfg.Users[c.st.user]
 	switch {
-	case busy:
+	case att != nil && att.inFlight > 0:
 		return 0, codeClientIdleTimeout
-	case inTx:
-		t := cfg.IdleTransactionTimeout
-		if u, ok := cfg.Users[c.st.user]; ok && u.IdleTransactionTimeout >= 0 {
-			t = u.IdleTransactionTimeout
+	case att != nil && (att.txStatus == 'T' || att.txStatus == 'E'):
+		if u != nil && u.IdleTransactionTimeout >= 0 {
+			return u.IdleTransactionTimeout, codeIdleTransactionTimeout
 		}
-		return t, codeIdleTransactionTimeout
+		return cfg.IdleTransactionTimeout, codeIdleTransactionTimeout
 	default:
-		t := cfg.ClientIdleTimeout
-		if u, ok := cfg.Users[c.st.user]; ok && u.ClientIdleTimeout >= 0 {
-			t = u.ClientIdleTimeout
+		if u != nil && u.ClientIdleTimeout >= 0 {
+			return u.ClientIdleTimeout, codeClientIdleTimeout
 		}
-		return t, codeClientIdleTimeout
+		return cfg.ClientIdleTimeout, codeClientIdleTimeout
+	}
+}
+
+// armIdleDeadlineLocked sets (or clears) the client's read deadline for its
+// current state. Both the session goroutine and the pump call it under mu
+// whenever the state changes, so the last writer always reflects the
+// latest state.
+func (c *clientConn) armIdleDeadlineLocked() {
+	t, _ := c.idleTimeoutLocked()
+	if t > 0 {
+		_ = c.conn.SetReadDeadline(time.Now().Add(t))
+		c.mu.deadline = true
+	} else if c.mu.deadline {
+		_ = c.conn.SetReadDeadline(time.Time{})
+		c.mu.deadline = false
 	}
 }
 
@@ -207,6 +215,9 @@ func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 		c.requestTime.Store(time.Now().UnixNano())
 	case 'P', 'B', 'D', 'E', 'C', 'H':
 		att.partial = true
+	}
+	if c.mu.deadline {
+		c.armIdleDeadlineLocked()
 	}
 	c.mu.Unlock()
 	return att, nil
@@ -496,6 +507,9 @@ func (c *clientConn) onReady(att *attachment, status byte, mode config.PoolMode)
 		st.xactTime.Add(now.Sub(att.xactStart).Microseconds())
 		att.xactStart = now
 	}
+	if att.inFlight == 0 {
+		c.armIdleDeadlineLocked()
+	}
 	if mode == config.PoolStatement && status != 'I' {
 		return readyStatementTx
 	}
@@ -519,6 +533,7 @@ func (c *clientConn) tryDetach(att *attachment) bool {
 	if c.mu.att == att {
 		c.mu.att = nil
 		c.mu.state = stateIdle
+		c.armIdleDeadlineLocked()
 	}
 	return true
 }

@@ -208,6 +208,9 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 			return nil, newError(codeUnsupportedStartupParam, k)
 		}
 	}
+	if len(rest) != 1 {
+		return nil, newError(codeProtocolViolation, "invalid startup packet layout: expected terminator as last byte")
+	}
 	if minor > 0 || len(unrecognized) > 0 {
 		npv := &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}
 		b, _ := npv.Encode(nil)

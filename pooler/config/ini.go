@@ -194,6 +194,9 @@ func isKeyChar(b byte) bool {
 func (l *iniLoader) startSection(file string, lineNo int, name string) {
 	switch name {
 	case "pgbouncer":
+		if l.sawMain {
+			l.warns = append(l.warns, Problem{File: file, Line: lineNo, Message: "[pgbouncer] appears again: PgBouncer resets the settings made above to their defaults here; pgwarden keeps them"})
+		}
 		l.sawMain = true
 	case "databases", "users", "peers":
 	default:

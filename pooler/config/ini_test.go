@@ -218,6 +218,17 @@ func TestBadINI(t *testing.T) {
 	}
 }
 
+func TestRepeatedMainSection(t *testing.T) {
+	p := writeFile(t, t.TempDir(), "r.ini", "[pgbouncer]\nauth_user = a\n[databases]\n[pgbouncer]\npool_mode = transaction\n")
+	c, err := LoadINI(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PoolMode != PoolTransaction || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].Error(), "r.ini:4: [pgbouncer] appears again") {
+		t.Errorf("mode %v warnings %v", c.PoolMode, c.Warnings)
+	}
+}
+
 func TestMissingMainSection(t *testing.T) {
 	_, err := LoadINI("testdata/nomain.ini")
 	if err == nil || !strings.Contains(err.Error(), "main section [pgbouncer] missing") {
@@ -385,11 +396,11 @@ func TestDatabaseAndUserValues(t *testing.T) {
 	dir := t.TempDir()
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {
-			p := writeFile(t, dir, "t.ini", "[pgbouncer]\n["+tt.section+"]\n"+tt.line+"\n[pgbouncer]\nauth_user = a\n")
+			p := writeFile(t, dir, "t.ini", "[pgbouncer]\nauth_user = a\n["+tt.section+"]\n"+tt.line+"\n")
 			c, err := LoadINI(p)
 			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "t.ini:3") {
-					t.Fatalf("err = %v, want %q at t.ini:3", err, tt.wantErr)
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "t.ini:4") {
+					t.Fatalf("err = %v, want %q at t.ini:4", err, tt.wantErr)
 				}
 				return
 			}
