@@ -36,11 +36,44 @@ type attachment struct {
 	inFlight int
 	partial  bool
 	txStatus byte
+	// copyIn is set from the server's CopyInResponse until the client's
+	// CopyDone or CopyFail.
+	copyIn bool
 	// clientGone is set when the client ended its session; the pump then
 	// releases (if clean) or destroys the server and exits.
 	clientGone bool
 	xactStart  time.Time
-	done       chan struct{}
+	// pumped is set once a pump goroutine owns the server side; before
+	// that the session goroutine drives the server inline and owns res.
+	pumped bool
+	done   chan struct{}
+	// ss holds server bytes read but not yet forwarded; it belongs to
+	// whoever drives the server side.
+	ss serverStream
+}
+
+// serverStream is the read side of a server connection: a pooled buffer
+// taken while the server is being read, the unscanned bytes [r:w], and the
+// body bytes of a message still to forward.
+type serverStream struct {
+	bufp      *[]byte
+	r, w      int
+	remaining int
+}
+
+func (ss *serverStream) buf() []byte {
+	if ss.bufp == nil {
+		ss.bufp = getBuf()
+	}
+	return *ss.bufp
+}
+
+func (ss *serverStream) free() {
+	if ss.bufp != nil && ss.r == ss.w {
+		putBuf(ss.bufp)
+		ss.bufp = nil
+		ss.r, ss.w = 0, 0
+	}
 }
 
 func (a *attachment) clean() bool { return a.inFlight == 0 && !a.partial && a.txStatus == 'I' }
@@ -57,6 +90,7 @@ func (c *clientConn) runSession() error {
 	var buf []byte
 	r, w := 0, 0
 	remaining := 0 // body bytes of the current message still to forward
+	sawFlush := false
 	for {
 		if r == w {
 			r, w = 0, 0
@@ -115,6 +149,9 @@ func (c *clientConn) runSession() error {
 			if err != nil {
 				return err
 			}
+			if typ == 'H' {
+				sawFlush = true
+			}
 			att = a
 			r += 5
 			remaining = l - 4
@@ -131,7 +168,40 @@ func (c *clientConn) runSession() error {
 		} else if r == w {
 			r, w = 0, 0
 		}
+		if att != nil && remaining == 0 {
+			if err := c.afterForward(att, sawFlush); err != nil {
+				return err
+			}
+		}
+		sawFlush = false
 	}
+}
+
+// afterForward decides who reads the server's answer to what was just
+// forwarded. In transaction and statement mode the session goroutine reads
+// it inline, up to the ReadyForQuery that ends the requests in flight: no
+// second goroutine and no hand-off per transaction. A pump goroutine takes
+// over when the client must be able to receive without sending (session
+// mode, or a Flush that asks for results before Sync).
+func (c *clientConn) afterForward(att *attachment, sawFlush bool) error {
+	c.mu.Lock()
+	if att.pumped || c.mu.att != att {
+		c.mu.Unlock()
+		return nil
+	}
+	inline := att.inFlight > 0 && !att.copyIn
+	needPump := !inline && sawFlush && att.partial
+	if needPump {
+		att.pumped = true
+	}
+	c.mu.Unlock()
+	switch {
+	case inline:
+		return c.driveInline(att)
+	case needPump:
+		go c.pump(att)
+	}
+	return nil
 }
 
 // readError turns a client read error into the session's end reason: a
@@ -215,6 +285,8 @@ func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 		c.requestTime.Store(time.Now().UnixNano())
 	case 'P', 'B', 'D', 'E', 'C', 'H':
 		att.partial = true
+	case 'c', 'f':
+		att.copyIn = false
 	}
 	if c.mu.deadline {
 		c.armIdleDeadlineLocked()
@@ -268,8 +340,15 @@ func (c *clientConn) attach() (*attachment, error) {
 	c.mu.Lock()
 	c.mu.att = att
 	c.mu.state = stateActive
+	if att.mode == config.PoolSession {
+		// In session mode the client must receive notifications
+		// while it is quiet: a pump reads the server all along.
+		att.pumped = true
+	}
 	c.mu.Unlock()
-	go c.pump(att)
+	if att.pumped {
+		go c.pump(att)
+	}
 	return att, nil
 }
 
@@ -332,13 +411,32 @@ func (c *clientConn) syncParams(sc *serverConn) error {
 func (c *clientConn) detachOnExit() {
 	c.mu.Lock()
 	att := c.mu.att
+	pumped := false
 	if att != nil {
 		att.clientGone = true
-		// Wake the pump: it may be blocked reading the server.
-		_ = att.sc.conn.SetReadDeadline(time.Now())
+		pumped = att.pumped
+		if pumped {
+			// Wake the pump: it may be blocked reading the server.
+			_ = att.sc.conn.SetReadDeadline(time.Now())
+		} else {
+			c.mu.att = nil
+		}
 	}
+	clean := att != nil && att.clean() && !att.copyIn && att.ss.r == att.ss.w
 	c.mu.Unlock()
 	if att == nil {
+		return
+	}
+	if !pumped {
+		// The session goroutine owns the server: hand it back clean or
+		// close it.
+		if clean {
+			c.releaseAfterSession(att)
+		} else {
+			att.res.Destroy()
+		}
+		att.ss.r, att.ss.w = 0, 0
+		att.ss.free()
 		return
 	}
 	// It may also be blocked writing to a client that stopped reading.
@@ -347,25 +445,216 @@ func (c *clientConn) detachOnExit() {
 	_ = c.conn.SetWriteDeadline(time.Time{})
 }
 
-// pump is the server→client half of an attachment. It owns att.res.
-func (c *clientConn) pump(att *attachment) {
-	defer close(att.done)
+// scanEvent is why scanServer stopped.
+type scanEvent int
+
+const (
+	scanNeedRead scanEvent = iota // no complete message left to look at
+	scanReady                     // a ReadyForQuery was consumed
+	scanCopyIn                    // a CopyInResponse/CopyBothResponse was consumed
+	scanBad                       // the server broke the protocol
+)
+
+// scanServer walks the server messages buffered in att.ss from r, acting on
+// ReadyForQuery, ParameterStatus and CopyIn/CopyBoth responses, and stops
+// after a ReadyForQuery or a copy response so the caller can act on it. The
+// bytes between the old and new r are to be forwarded to the client.
+func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
+	ss := &att.ss
+	buf := *ss.bufp
+	for ss.r < ss.w {
+		if ss.remaining > 0 {
+			take := min(ss.remaining, ss.w-ss.r)
+			ss.r += take
+			ss.remaining -= take
+			continue
+		}
+		if ss.w-ss.r < 5 {
+			return scanNeedRead, readyKeep
+		}
+		typ := buf[ss.r]
+		l := int(binary.BigEndian.Uint32(buf[ss.r+1:]))
+		if l < 4 {
+			return scanBad, readyKeep
+		}
+		switch typ {
+		case 'Z':
+			if ss.w-ss.r < 6 {
+				return scanNeedRead, readyKeep
+			}
+			status := buf[ss.r+5]
+			act := c.onReady(att, status, att.mode)
+			if act != readyStatementTx {
+				// (In statement mode the client gets a FATAL
+				// instead of this ReadyForQuery.)
+				ss.r += 6
+			}
+			return scanReady, act
+		case 'S':
+			if l+1 <= len(buf) {
+				if ss.w-ss.r < l+1 {
+					return scanNeedRead, readyKeep
+				}
+				if name, value, ok := parseParameterStatus(buf[ss.r+5 : ss.r+1+l]); ok {
+					lk := strings.ToLower(name)
+					c.mu.Lock()
+					att.sc.params[lk] = value
+					if _, tracked := c.params[lk]; tracked || c.srv.isTracked(c.cfg, lk) {
+						c.params[lk] = value
+					}
+					c.mu.Unlock()
+				}
+				ss.r += l + 1
+				continue
+			}
+			// Too large to inspect: forward it as it is.
+		case 'G', 'W':
+			ss.r += 5
+			ss.remaining = l - 4
+			c.mu.Lock()
+			att.copyIn = true
+			c.mu.Unlock()
+			return scanCopyIn, readyKeep
+		}
+		ss.r += 5
+		ss.remaining = l - 4
+	}
+	return scanNeedRead, readyKeep
+}
+
+// compact moves unscanned bytes to the front of the buffer before a read.
+func (ss *serverStream) compact() {
+	if ss.r == ss.w {
+		ss.r, ss.w = 0, 0
+	} else if ss.r > 0 {
+		buf := *ss.bufp
+		copy(buf, buf[ss.r:ss.w])
+		ss.w -= ss.r
+		ss.r = 0
+	}
+}
+
+// queryTimeout is query_timeout for this client (per-user override first).
+func (c *clientConn) queryTimeout() time.Duration {
+	cfg := c.srv.cfg.Load()
+	if u, ok := cfg.Users[c.st.user]; ok && u.QueryTimeout >= 0 {
+		return u.QueryTimeout
+	}
+	return cfg.QueryTimeout
+}
+
+// driveInline reads the server's answers on the session goroutine until
+// the requests in flight are answered (or a COPY FROM STDIN starts), and
+// releases the server at a clean ReadyForQuery in transaction and statement
+// mode. The session goroutine owns att.res throughout. On error the server
+// is destroyed and detached, and the error ends the session.
+func (c *clientConn) driveInline(att *attachment) error {
+	ss := &att.ss
 	sc := att.sc
 	p := att.pool
-	cfg := c.srv.cfg.Load()
-	mode := att.mode
-	bufp := getBuf()
-	defer putBuf(bufp)
-	buf := *bufp
-	r, w := 0, 0
-	remaining := 0
-	qt := cfg.QueryTimeout
-	if u, ok := cfg.Users[c.st.user]; ok && u.QueryTimeout >= 0 {
-		qt = u.QueryTimeout
+	qt := c.queryTimeout()
+	buf := ss.buf()
+	needRead := ss.r == ss.w
+	fail := func(err error) error {
+		c.clearAttachment(att)
+		att.res.Destroy()
+		ss.r, ss.w = 0, 0
+		ss.free()
+		return err
 	}
-	needRead := true
 	for {
 		if needRead {
+			ss.compact()
+			if qt > 0 {
+				_ = sc.conn.SetReadDeadline(time.Unix(0, c.requestTime.Load()).Add(qt))
+			}
+			n, err := sc.conn.Read(buf[ss.w:])
+			if n == 0 && err != nil {
+				var ne net.Error
+				if qt > 0 && errors.As(err, &ne) && ne.Timeout() {
+					return fail(newError(codeQueryTimeout, ""))
+				}
+				return fail(wrapError(codeServerConnCrashed, "", err))
+			}
+			ss.w += n
+		}
+		start := ss.r
+		ev, act := c.scanServer(att)
+		if ss.r > start {
+			if err := c.writeClient(buf[start:ss.r], p); err != nil {
+				return fail(err)
+			}
+		}
+		switch ev {
+		case scanBad:
+			return fail(newError(codeServerConnCrashed, ""))
+		case scanCopyIn:
+			if qt > 0 {
+				_ = sc.conn.SetReadDeadline(time.Time{})
+			}
+			return nil
+		case scanNeedRead:
+			needRead = true
+			continue
+		}
+		// A ReadyForQuery.
+		switch act {
+		case readyStatementTx:
+			return fail(newError(codeStatementModeTx, ""))
+		case readyRelease:
+			if ss.r < ss.w {
+				// Bytes after the final ReadyForQuery: the server
+				// sent something unsolicited. Do not reuse it.
+				sc.broken = true
+			}
+			c.clearAttachment(att)
+			ss.r, ss.w = 0, 0
+			ss.free()
+			if qt > 0 {
+				_ = sc.conn.SetReadDeadline(time.Time{})
+			}
+			p.release(att.res)
+			c.mu.Lock()
+			stop := c.mu.wantStop
+			c.mu.Unlock()
+			if stop {
+				return newError(codeShuttingDown, "")
+			}
+			return nil
+		}
+		c.mu.Lock()
+		done := att.inFlight == 0
+		c.mu.Unlock()
+		if done {
+			// Inside a transaction, waiting for the client.
+			if qt > 0 {
+				_ = sc.conn.SetReadDeadline(time.Time{})
+			}
+			ss.free()
+			return nil
+		}
+		needRead = ss.r == ss.w
+	}
+}
+
+// pump is the server→client half of an attachment when the session
+// goroutine cannot read the server itself (session mode, or Flush before
+// Sync). It owns att.res from its start.
+func (c *clientConn) pump(att *attachment) {
+	defer close(att.done)
+	ss := &att.ss
+	sc := att.sc
+	p := att.pool
+	buf := ss.buf()
+	defer func() {
+		ss.r, ss.w = 0, 0
+		ss.free()
+	}()
+	qt := c.queryTimeout()
+	needRead := ss.r == ss.w
+	for {
+		if needRead {
+			ss.compact()
 			if qt > 0 {
 				// Under mu so that detachOnExit's wake-up deadline is
 				// never overwritten.
@@ -379,105 +668,55 @@ func (c *clientConn) pump(att *attachment) {
 				}
 				c.mu.Unlock()
 			}
-			n, err := sc.conn.Read(buf[w:])
+			n, err := sc.conn.Read(buf[ss.w:])
 			if n == 0 && err != nil {
 				c.pumpEnded(att, err, qt)
 				return
 			}
-			w += n
+			ss.w += n
 		}
-		needRead = true
-		start := r
-		release := false
-		for r < w && !release {
-			if remaining > 0 {
-				take := min(remaining, w-r)
-				r += take
-				remaining -= take
-				continue
-			}
-			if w-r < 5 {
-				break
-			}
-			typ := buf[r]
-			l := int(binary.BigEndian.Uint32(buf[r+1:]))
-			if l < 4 {
-				c.pumpFatal(att, newError(codeServerConnCrashed, ""))
-				return
-			}
-			switch typ {
-			case 'Z':
-				if w-r < 6 {
-					goto more
-				}
-				status := buf[r+5]
-				r += 6
-				switch c.onReady(att, status, mode) {
-				case readyRelease:
-					release = true
-				case readyStatementTx:
-					_ = c.writeClient(buf[start:r-6], p)
-					c.pumpFatal(att, newError(codeStatementModeTx, ""))
-					return
-				}
-				continue
-			case 'S':
-				if w-r < l+1 {
-					if l+1 > len(buf) {
-						break // too large to inspect; forward as is
-					}
-					goto more
-				}
-				if name, value, ok := parseParameterStatus(buf[r+5 : r+1+l]); ok {
-					lk := strings.ToLower(name)
-					c.mu.Lock()
-					sc.params[lk] = value
-					if _, tracked := c.params[lk]; tracked || c.srv.isTracked(c.cfg, lk) {
-						c.params[lk] = value
-					}
-					c.mu.Unlock()
-				}
-				r += l + 1
-				continue
-			}
-			r += 5
-			remaining = l - 4
-		}
-	more:
-		if r > start {
-			if err := c.writeClient(buf[start:r], p); err != nil {
+		start := ss.r
+		ev, act := c.scanServer(att)
+		if ss.r > start {
+			if err := c.writeClient(buf[start:ss.r], p); err != nil {
 				c.pumpEnded(att, err, 0)
 				return
 			}
 		}
-		if release && !c.tryDetach(att) {
-			// The client sent more meanwhile: keep going, and look at
-			// bytes already buffered before reading again.
-			needRead = r == w
-		} else if release {
-			if r < w {
-				// Bytes after the final ReadyForQuery: the server
-				// sent something unsolicited. Do not reuse it.
-				sc.broken = true
-			}
-			c.mu.Lock()
-			gone := att.clientGone
-			c.mu.Unlock()
-			if gone {
-				c.releaseAfterSession(att)
-			} else {
-				p.release(att.res)
-			}
-			c.afterDetach()
+		switch ev {
+		case scanBad:
+			c.pumpFatal(att, newError(codeServerConnCrashed, ""))
 			return
+		case scanNeedRead:
+			needRead = true
+			continue
+		case scanCopyIn:
+			needRead = ss.r == ss.w
+			continue
 		}
-		if r < w && r > 0 {
-			copy(buf, buf[r:w])
-			w -= r
-			r = 0
-		} else if r == w {
-			r, w = 0, 0
+		switch act {
+		case readyStatementTx:
+			c.pumpFatal(att, newError(codeStatementModeTx, ""))
+			return
+		case readyRelease:
+			if c.tryDetach(att) {
+				if ss.r < ss.w {
+					sc.broken = true
+				}
+				_ = sc.conn.SetReadDeadline(time.Time{})
+				c.mu.Lock()
+				gone := att.clientGone
+				c.mu.Unlock()
+				if gone {
+					c.releaseAfterSession(att)
+				} else {
+					p.release(att.res)
+				}
+				c.afterDetach()
+				return
+			}
 		}
+		needRead = ss.r == ss.w
 	}
 }
 
