@@ -307,7 +307,9 @@ func (s *Server) poolRows() [][]*string {
 	per := map[*pool]*counts{}
 	s.mu.Lock()
 	for c := range s.mu.clients {
+		c.mu.Lock()
 		if c.pool == nil {
+			c.mu.Unlock()
 			continue
 		}
 		k := per[c.pool]
@@ -315,7 +317,6 @@ func (s *Server) poolRows() [][]*string {
 			k = &counts{}
 			per[c.pool] = k
 		}
-		c.mu.Lock()
 		if c.mu.state == stateWaiting {
 			k.waiting++
 		} else if c.mu.state != stateLogin {

@@ -159,9 +159,11 @@ func (s *Server) killPoolClients(p *pool, pe *pgError) {
 	s.mu.Lock()
 	var victims []*clientConn
 	for c := range s.mu.clients {
+		c.mu.Lock()
 		if c.pool == p {
 			victims = append(victims, c)
 		}
+		c.mu.Unlock()
 	}
 	s.mu.Unlock()
 	for _, c := range victims {

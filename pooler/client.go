@@ -37,7 +37,7 @@ type clientConn struct {
 
 	st       *startup
 	identity *Identity
-	pool     *pool
+	pool     *pool // set under mu once at sign-in; read freely by the owner
 	admin    *adminSession
 	key      [8]byte
 
@@ -246,7 +246,9 @@ func (c *clientConn) login() error {
 		s.nclients.Add(-1)
 		return err
 	}
+	c.mu.Lock()
 	c.pool = p
+	c.mu.Unlock()
 	if err := c.welcome(); err != nil {
 		s.nclients.Add(-1)
 		return err

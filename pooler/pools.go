@@ -205,10 +205,10 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 	// construction has its own deadline.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ServerConnectTimeout)
 	defer cancel()
-	if err := p.dbLimit.acquire(cctx); err != nil {
+	if err := p.dbLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, true) }); err != nil {
 		return nil, wrapError(codeQueryWaitTimeout, "", err)
 	}
-	if err := p.userLimit.acquire(cctx); err != nil {
+	if err := p.userLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, false) }); err != nil {
 		p.dbLimit.release()
 		return nil, wrapError(codeQueryWaitTimeout, "", err)
 	}
@@ -444,6 +444,12 @@ func (p *pool) release(res *puddle.Resource[*serverConn]) {
 		return
 	}
 	sc.cancelling.Wait()
+	if p.dbLimit.contended() || p.userLimit.contended() {
+		// Another pool of this database or role waits for a connection
+		// slot (max_db_connections, max_user_connections): give ours up.
+		res.Destroy()
+		return
+	}
 	sc.lastUsed = time.Now()
 	res.Release()
 }
@@ -674,10 +680,11 @@ func (ps *poolSet) closeAll() {
 // max_user_connections); 0 means unlimited. The maximum may change at
 // reload.
 type limiter struct {
-	mu   sync.Mutex
-	n    int
-	max  int
-	wake chan struct{}
+	mu      sync.Mutex
+	n       int
+	max     int
+	waiters int
+	wake    chan struct{}
 }
 
 func newLimiter() *limiter { return &limiter{wake: make(chan struct{})} }
@@ -690,7 +697,11 @@ func (l *limiter) setMax(m int) {
 	l.mu.Unlock()
 }
 
-func (l *limiter) acquire(ctx context.Context) error {
+// acquire takes a slot, waiting while the limit is reached. evict is called
+// once when it has to wait, to close idle connections of other pools that
+// hold slots.
+func (l *limiter) acquire(ctx context.Context, evict func()) error {
+	evicted := false
 	for {
 		l.mu.Lock()
 		if l.max <= 0 || l.n < l.max {
@@ -699,13 +710,30 @@ func (l *limiter) acquire(ctx context.Context) error {
 			return nil
 		}
 		w := l.wake
+		l.waiters++
 		l.mu.Unlock()
+		if !evicted && evict != nil {
+			evicted = true
+			evict()
+		}
 		select {
 		case <-w:
 		case <-ctx.Done():
+		}
+		l.mu.Lock()
+		l.waiters--
+		l.mu.Unlock()
+		if ctx.Err() != nil {
 			return fmt.Errorf("connection limit reached: %w", ctx.Err())
 		}
 	}
+}
+
+// contended reports whether someone waits for a slot.
+func (l *limiter) contended() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waiters > 0
 }
 
 func (l *limiter) release() {
@@ -724,4 +752,30 @@ func (p *pool) database() *config.Database {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.mu.db
+}
+
+// evictIdle closes the idle server connections of the other pools that
+// share p's database (byDB) or p's role, so that p can open one within
+// max_db_connections / max_user_connections.
+func (ps *poolSet) evictIdle(p *pool, byDB bool) {
+	name := p.database().Name
+	for _, o := range ps.list() {
+		if o == p {
+			continue
+		}
+		if byDB && o.database().Name != name || !byDB && o.key.user != p.key.user {
+			continue
+		}
+		o.mu.Lock()
+		pools := []*puddle.Pool[*serverConn]{o.mu.main, o.mu.reserve}
+		o.mu.Unlock()
+		for _, pp := range pools {
+			if pp == nil {
+				continue
+			}
+			for _, res := range pp.AcquireAllIdle() {
+				res.Destroy()
+			}
+		}
+	}
 }

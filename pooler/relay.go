@@ -37,8 +37,11 @@ type attachment struct {
 	partial  bool
 	txStatus byte
 	// copyIn is set from the server's CopyInResponse until the client's
-	// CopyDone or CopyFail.
-	copyIn bool
+	// CopyDone or CopyFail. copyEnds counts CopyDone/CopyFail the client
+	// sent before the server's CopyInResponse arrived (clients may stream
+	// COPY data without waiting for it).
+	copyIn   bool
+	copyEnds int
 	// clientGone is set when the client ended its session; the pump then
 	// releases (if clean) or destroys the server and exits.
 	clientGone bool
@@ -91,6 +94,9 @@ func (c *clientConn) runSession() error {
 	r, w := 0, 0
 	remaining := 0 // body bytes of the current message still to forward
 	sawFlush := false
+	// att is the attachment the current message was counted on; it
+	// carries over reads while a long message's body is still arriving.
+	var att *attachment
 	for {
 		if r == w {
 			r, w = 0, 0
@@ -120,7 +126,6 @@ func (c *clientConn) runSession() error {
 		}
 		w += n
 		start := r
-		var att *attachment
 		for r < w {
 			if remaining > 0 {
 				take := min(remaining, w-r)
@@ -286,7 +291,11 @@ func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 	case 'P', 'B', 'D', 'E', 'C', 'H':
 		att.partial = true
 	case 'c', 'f':
-		att.copyIn = false
+		if att.copyIn {
+			att.copyIn = false
+		} else {
+			att.copyEnds++
+		}
 	}
 	if c.mu.deadline {
 		c.armIdleDeadlineLocked()
@@ -509,11 +518,27 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 			}
 			// Too large to inspect: forward it as it is.
 		case 'G', 'W':
-			ss.r += 5
-			ss.remaining = l - 4
+			// Forward the whole (small) message before handing the
+			// turn back to the client.
+			if l+1 > len(buf) {
+				return scanBad, readyKeep
+			}
+			if ss.w-ss.r < l+1 {
+				return scanNeedRead, readyKeep
+			}
+			ss.r += l + 1
 			c.mu.Lock()
-			att.copyIn = true
+			ended := att.copyEnds > 0
+			if ended {
+				// The client already finished this COPY.
+				att.copyEnds--
+			} else {
+				att.copyIn = true
+			}
 			c.mu.Unlock()
+			if ended {
+				continue
+			}
 			return scanCopyIn, readyKeep
 		}
 		ss.r += 5
