@@ -627,9 +627,16 @@ func (ps *poolSet) startJanitor() {
 
 func (ps *poolSet) janitor() {
 	cfg := ps.srv.cfg.Load()
+	// Databases with a forced user keep min_pool_size servers even before
+	// the first client (PgBouncer does the same).
+	for name, db := range cfg.Databases {
+		if name != "*" && db.User != "" && cfg.EffectiveMinPoolSize(db) > 0 {
+			ps.get(cfg, poolKey{db: name, user: db.User}, db)
+		}
+	}
 	for _, p := range ps.list() {
 		p.mu.Lock()
-		main, db := p.mu.main, p.mu.db
+		main, db, size := p.mu.main, p.mu.db, p.mu.size
 		p.mu.Unlock()
 		idle := main.AcquireAllIdle()
 		minSize := cfg.EffectiveMinPoolSize(db)
@@ -648,7 +655,7 @@ func (ps *poolSet) janitor() {
 			}
 		}
 		if minSize > 0 && (p.active.Load() > 0 || db.User != "") {
-			for i := total; i < minSize && i < p.mu.size; i++ {
+			for i := total; i < minSize && i < size; i++ {
 				go func() {
 					ctx, cancel := context.WithTimeout(context.Background(), cfg.ServerConnectTimeout)
 					defer cancel()

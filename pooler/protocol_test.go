@@ -455,3 +455,69 @@ func TestConsoleReload(t *testing.T) {
 	app := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
 	queryInt(t, app, "SELECT 1")
 }
+
+func TestMinPoolSize(t *testing.T) {
+	if err := pg.CreateRole(context.Background(), "minpool", "minpool-pw", "scram-sha-256"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Exec(context.Background(), "GRANT ALL ON DATABASE app TO minpool"); err != nil {
+		t.Fatal(err)
+	}
+	// A forced-user database keeps min_pool_size servers even with no
+	// client, as PgBouncer does.
+	in := startPooler(t, fmt.Sprintf("auth_type = trust\nmin_pool_size = 3\n[databases]\nwarm = host=127.0.0.1 port=%d dbname=app user=minpool password=minpool-pw", pg.Port))
+	_ = in
+	waitFor(t, 15*time.Second, "min_pool_size servers to open", func() bool { return serverConnCount(t, "minpool") == 3 })
+}
+
+func TestServerCheckQuery(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 1\nserver_check_delay = 0.1\nserver_check_query = select 1")
+	conn := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
+	pid1 := queryInt(t, conn, "SELECT pg_backend_pid()")
+	// Kill the idle server behind the pooler's back: the check query
+	// notices and the client gets a fresh connection, not an error.
+	if err := pg.Exec(context.Background(), fmt.Sprintf("SELECT pg_terminate_backend(%d)", pid1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the server to exit", func() bool {
+		c, err := pg.Connect(context.Background(), pg.SuperUser, pg.SuperPassword, "postgres")
+		if err != nil {
+			return false
+		}
+		defer c.Close(context.Background())
+		var n int
+		_ = c.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid1).Scan(&n)
+		return n == 0
+	})
+	time.Sleep(150 * time.Millisecond) // past server_check_delay
+	pid2 := queryInt(t, conn, "SELECT pg_backend_pid()")
+	if pid2 == pid1 {
+		t.Fatal("same server pid after it was terminated")
+	}
+}
+
+func TestStatsUserIsReadOnly(t *testing.T) {
+	in := startPooler(t, "auth_type = trust\nstats_users = stats")
+	b, _ := os.ReadFile(filepath.Join(in.dir, "userlist.txt"))
+	_ = os.WriteFile(filepath.Join(in.dir, "userlist.txt"), append(b, []byte("\"stats\" \"stats-pw\"\n")...), 0o600)
+	in.reload(t, "")
+	st := in.connect(t, "stats", "stats-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	if _, err := st.Exec(context.Background(), "SHOW POOLS"); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"PAUSE", "RESUME", "RELOAD", "SHUTDOWN"} {
+		_, err := st.Exec(context.Background(), cmd)
+		if err == nil || !strings.Contains(pgMessage(err), "admin access needed") {
+			t.Fatalf("%s as stats user: %v", cmd, err)
+		}
+	}
+}
+
+func TestApplicationNameAddHost(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\napplication_name_add_host = 1")
+	conn := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=simple_protocol", "application_name=myapp")
+	got := queryString(t, conn, "SELECT current_setting('application_name')")
+	if !strings.HasPrefix(got, "myapp - 127.0.0.1:") {
+		t.Fatalf("application_name = %q", got)
+	}
+}
