@@ -37,6 +37,9 @@ type serverConn struct {
 	params map[string]string
 	// welcome is the ParameterStatus set seen at login, in order.
 	welcome []param
+	// paramsFP is the fingerprint of the tracked parameters of the client
+	// this server was last brought in line with; "" when unknown.
+	paramsFP string
 
 	created  time.Time
 	lifetime time.Duration // 0 = unlimited; includes jitter
@@ -134,12 +137,22 @@ func serverAddress(cfg *config.Config, db *config.Database, host string) (string
 	return "tcp", net.JoinHostPort(host, strconv.Itoa(port))
 }
 
+// startTLS sends an SSLRequest on a fresh TCP connection when
+// server_tls_sslmode is above disable, as PgBouncer does (allow behaves like
+// prefer), and runs the handshake on 'S'. 'N' is accepted below require.
+// Only the one reply byte is read before the handshake, so bytes a
+// man-in-the-middle slips in behind it go to the TLS layer and fail it.
 func (sc *serverConn) startTLS(cfg *config.Config, db *config.Database, network string) error {
 	mode := cfg.ServerTLS.Mode
 	if network == "unix" || mode == config.TLSDisable || mode == "" {
 		return nil
 	}
-	tcfg := sc.pool.srv.serverTLS.Load()
+	base := sc.pool.srv.serverTLS.Load()
+	if base == nil {
+		// A RELOAD has just switched server TLS off; the newer
+		// setting wins.
+		return nil
+	}
 	if _, err := sc.conn.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
 		return fmt.Errorf("send SSLRequest: %w", err)
 	}
@@ -149,14 +162,12 @@ func (sc *serverConn) startTLS(cfg *config.Config, db *config.Database, network 
 	}
 	switch b[0] {
 	case 'S':
-		c := tcfg.Clone()
-		if mode == config.TLSVerifyFull {
-			host, _, _ := net.SplitHostPort(sc.target)
-			c.ServerName = host
-		}
-		tc := tls.Client(sc.conn, c)
+		// The host as written in [databases] (not the address it
+		// resolved to) is what verify-full checks and SNI names.
+		host, _, _ := net.SplitHostPort(sc.target)
+		tc := tls.Client(sc.conn, serverTLSFor(base, mode, host))
 		if err := tc.Handshake(); err != nil {
-			return wrapError(codeServerLoginFailed, "TLS handshake failed", err)
+			return newError(codeServerLoginFailed, "TLS handshake failed: "+tlsErrorText(err))
 		}
 		sc.conn = tc
 		sc.tlsOn = true
@@ -168,6 +179,19 @@ func (sc *serverConn) startTLS(cfg *config.Config, db *config.Database, network 
 		return nil
 	}
 	return newError(codeServerLoginFailed, "bad SSL response from server")
+}
+
+// tlsErrorText shortens a handshake error for a client-facing message.
+func tlsErrorText(err error) string {
+	var ve *tls.CertificateVerificationError
+	if errors.As(err, &ve) {
+		err = ve.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	return strings.TrimPrefix(err.Error(), "tls: ")
 }
 
 // errServerBroken marks errors after which a server connection is unusable.
@@ -342,6 +366,8 @@ func (sc *serverConn) simpleExec(sql string) error {
 // drainToReady reads and discards server messages up to ReadyForQuery,
 // tracking ParameterStatus, and returns the first ErrorResponse if any.
 func (sc *serverConn) drainToReady() error {
+	// Whatever ran may have changed session parameters.
+	sc.paramsFP = ""
 	rd := msgReader{r: sc.conn, max: maxDecodedMessage}
 	var first error
 	for {

@@ -44,6 +44,8 @@ type clientConn struct {
 	// params are the values of the tracked session parameters this
 	// client expects, keyed by lower-case name.
 	params map[string]string
+	// paramsFP is params' fingerprint (paramsFingerprint).
+	paramsFP string
 
 	// writeMu serialises writes to the client socket (server pumps and the
 	// session goroutine may both write).
@@ -344,6 +346,7 @@ func (c *clientConn) welcome() error {
 			b = appendParameterStatus(b, canonicalName(k), v)
 		}
 	}
+	c.paramsFP = paramsFingerprint(c.params)
 	c.key = c.srv.cancels.register(c)
 	b = append(b, 'K', 0, 0, 0, 12)
 	b = append(b, c.key[:]...)

@@ -357,8 +357,19 @@ func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], e
 		main, reserve := p.mu.main, p.mu.reserve
 		p.mu.Unlock()
 		cfg := p.srv.cfg.Load()
+		// Fast path: an idle server, taken without arming a timer. (Only
+		// when one is idle: TryAcquire on an empty pool would start a
+		// construction in the background.)
 		var res *puddle.Resource[*serverConn]
 		var err error
+		if main.Stat().IdleResources() > 0 {
+			if res, err = main.TryAcquire(context.Background()); err == nil {
+				if p.usable(res) {
+					return res, nil
+				}
+				continue
+			}
+		}
 		if reserve != nil && cfg.ReservePoolTimeout > 0 {
 			rctx, cancel := context.WithTimeout(ctx, cfg.ReservePoolTimeout)
 			res, err = main.Acquire(rctx)
@@ -379,17 +390,25 @@ func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], e
 			}
 			return nil, err
 		}
-		sc := res.Value()
-		if sc.closeNeeded || sc.expired() {
-			res.Destroy()
-			continue
+		if p.usable(res) {
+			return res, nil
 		}
-		if err := p.check(res); err != nil {
-			res.Destroy()
-			continue
-		}
-		return res, nil
 	}
+}
+
+// usable vets a server just taken from the pool: one marked for closing,
+// past its lifetime or failing server_check_query is destroyed.
+func (p *pool) usable(res *puddle.Resource[*serverConn]) bool {
+	sc := res.Value()
+	if sc.closeNeeded || sc.expired() {
+		res.Destroy()
+		return false
+	}
+	if err := p.check(res); err != nil {
+		res.Destroy()
+		return false
+	}
+	return true
 }
 
 // acquireEither waits on both pools and keeps the first resource.

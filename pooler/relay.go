@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -364,6 +365,10 @@ func (c *clientConn) attach() (*attachment, error) {
 // syncParams sends one SET/RESET query when the server's tracked parameter
 // values differ from the client's (PgBouncer's varcache).
 func (c *clientConn) syncParams(sc *serverConn) error {
+	if sc.paramsFP != "" && sc.paramsFP == c.paramsFP {
+		// This server already has exactly this client's values.
+		return nil
+	}
 	var q strings.Builder
 	var set []string
 	for k, want := range c.params {
@@ -390,6 +395,7 @@ func (c *clientConn) syncParams(sc *serverConn) error {
 		}
 	}
 	if q.Len() == 0 {
+		sc.paramsFP = c.paramsFP
 		return nil
 	}
 	if err := sc.simpleExec(q.String()); err != nil {
@@ -411,7 +417,28 @@ func (c *clientConn) syncParams(sc *serverConn) error {
 			delete(sc.params, k)
 		}
 	}
+	c.paramsFP = paramsFingerprint(c.params)
+	sc.paramsFP = c.paramsFP
 	return nil
+}
+
+// paramsFingerprint renders a client's tracked parameter values in a
+// canonical form: a server whose fingerprint equals the client's needs no
+// SET before the client uses it.
+func paramsFingerprint(params map[string]string) string {
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(params[k])
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 // detachOnExit runs when the session loop ends: a clean server goes back to
@@ -509,7 +536,12 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 					c.mu.Lock()
 					att.sc.params[lk] = value
 					if _, tracked := c.params[lk]; tracked || c.srv.isTracked(c.cfg, lk) {
-						c.params[lk] = value
+						if c.params[lk] != value {
+							c.params[lk] = value
+							c.paramsFP = paramsFingerprint(c.params)
+						}
+						// Both sides changed together.
+						att.sc.paramsFP = c.paramsFP
 					}
 					c.mu.Unlock()
 				}

@@ -45,9 +45,27 @@ var errCancelHandled = errors.New("cancel request handled")
 // closes the connection.
 func (s *Server) readStartup(c *clientConn) (*startup, error) {
 	cfg := c.cfg
-	for {
+	for first := true; ; first = false {
 		var hdr [8]byte
-		if _, err := io.ReadFull(c.conn, hdr[:4]); err != nil {
+		if _, err := io.ReadFull(c.conn, hdr[:1]); err != nil {
+			return nil, err
+		}
+		if first && hdr[0] == tlsRecordHandshake && !c.unix {
+			// A TLS ClientHello with no SSLRequest before it: PostgreSQL
+			// 17's direct TLS (sslnegotiation=direct). Without client TLS
+			// it falls through to "bad packet header", as in PgBouncer.
+			if tcfg := s.clientTLSConfig(); tcfg != nil && cfg.ClientTLS.Mode != config.TLSDisable {
+				alpn, err := s.acceptTLS(c, &prefixConn{Conn: c.conn, prefix: []byte{hdr[0]}}, tcfg)
+				if err != nil {
+					return nil, err
+				}
+				if alpn != alpnPostgres {
+					return nil, newError(codeProtocolViolation, "received direct SSL connection request without ALPN protocol negotiation extension")
+				}
+				continue
+			}
+		}
+		if _, err := io.ReadFull(c.conn, hdr[1:4]); err != nil {
 			return nil, err
 		}
 		n := int(binary.BigEndian.Uint32(hdr[:4]))
@@ -77,14 +95,13 @@ func (s *Server) readStartup(c *clientConn) (*startup, error) {
 			if _, err := c.conn.Write([]byte{'S'}); err != nil {
 				return nil, err
 			}
-			tc := tls.Server(c.conn, tcfg)
-			if err := tc.Handshake(); err != nil {
-				return nil, fmt.Errorf("client TLS handshake: %w", err)
+			// Nothing was read past the SSLRequest (the reads above take
+			// exactly one packet from the socket), so plaintext injected
+			// behind it can only end up in the handshake and fail it: no
+			// "received unencrypted data after SSL request" case.
+			if _, err := s.acceptTLS(c, c.conn, tcfg); err != nil {
+				return nil, err
 			}
-			c.conn = tc
-			c.tls = true
-			st := tc.ConnectionState()
-			c.tlsDesc = tls.VersionName(st.Version) + "/" + tls.CipherSuiteName(st.CipherSuite)
 			continue
 		case codeGSSENCRequest:
 			if _, err := c.conn.Write([]byte{'N'}); err != nil {
@@ -109,12 +126,41 @@ func (s *Server) readStartup(c *clientConn) (*startup, error) {
 			}
 			return nil, newError(codeProtocolViolation, fmt.Sprintf("bad packet header: '%08x%08x'", n, code))
 		}
-		if cfg.ClientTLS.Mode != config.TLSDisable && !c.tls && !c.unix &&
-			(cfg.ClientTLS.Mode == config.TLSRequire || cfg.ClientTLS.Mode == config.TLSVerifyCA || cfg.ClientTLS.Mode == config.TLSVerifyFull) {
+		// Logins over TCP need TLS from require up; Unix sockets are
+		// exempt, and a CancelRequest (handled above) never needs it:
+		// libpq before 17, pgJDBC and node-postgres send it in the clear.
+		if !c.tls && !c.unix && tlsRequired(cfg.ClientTLS.Mode) {
 			return nil, newError(codeSSLRequired, "")
 		}
 		return s.parseStartup(c, code&0xffff, body)
 	}
+}
+
+// tlsRecordHandshake is the first byte of a TLS ClientHello record.
+const tlsRecordHandshake = 0x16
+
+// tlsRequired reports whether client_tls_sslmode refuses plaintext TCP
+// logins.
+func tlsRequired(m config.TLSMode) bool {
+	return m == config.TLSRequire || m == config.TLSVerifyCA || m == config.TLSVerifyFull
+}
+
+// acceptTLS runs the server side of a TLS handshake on conn (the client
+// socket, possibly with a replayed first byte) and makes the client
+// connection use it, returning the negotiated ALPN protocol. A failed
+// handshake is logged and returned as a plain error (not wrapping a
+// timeout): nothing is sent to the client, which expects TLS records.
+func (s *Server) acceptTLS(c *clientConn, conn net.Conn, tcfg *tls.Config) (string, error) {
+	tc := tls.Server(conn, tcfg)
+	if err := tc.Handshake(); err != nil {
+		s.log.Warn("TLS handshake error", "client", c.remote, "err", err)
+		return "", fmt.Errorf("client TLS handshake: %v", err)
+	}
+	c.conn = tc
+	c.tls = true
+	st := tc.ConnectionState()
+	c.tlsDesc = tls.VersionName(st.Version) + "/" + tls.CipherSuiteName(st.CipherSuite)
+	return st.NegotiatedProtocol, nil
 }
 
 // canonicalParam maps lower-case GUC names to the spelling PostgreSQL uses
