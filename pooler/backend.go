@@ -143,42 +143,53 @@ func serverAddress(cfg *config.Config, db *config.Database, host string) (string
 // Only the one reply byte is read before the handshake, so bytes a
 // man-in-the-middle slips in behind it go to the TLS layer and fail it.
 func (sc *serverConn) startTLS(cfg *config.Config, db *config.Database, network string) error {
-	mode := cfg.ServerTLS.Mode
-	if network == "unix" || mode == config.TLSDisable || mode == "" {
-		return nil
+	conn, on, err := negotiateServerTLS(sc.pool.srv, sc.conn, cfg.ServerTLS.Mode, network, sc.target)
+	if err != nil {
+		return err
 	}
-	base := sc.pool.srv.serverTLS.Load()
+	sc.conn, sc.tlsOn = conn, on
+	return nil
+}
+
+// negotiateServerTLS sends an SSLRequest on a fresh server connection when
+// server_tls_sslmode asks for one and returns the connection to use
+// (TLS-wrapped when the server agreed). Cancel connections go through it
+// too, so that a server's cancel key never crosses the network in clear
+// text where its sessions are encrypted.
+func negotiateServerTLS(s *Server, conn net.Conn, mode config.TLSMode, network, target string) (net.Conn, bool, error) {
+	if network == "unix" || mode == config.TLSDisable || mode == "" {
+		return conn, false, nil
+	}
+	base := s.serverTLS.Load()
 	if base == nil {
 		// A RELOAD has just switched server TLS off; the newer
 		// setting wins.
-		return nil
+		return conn, false, nil
 	}
-	if _, err := sc.conn.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
-		return fmt.Errorf("send SSLRequest: %w", err)
+	if _, err := conn.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
+		return nil, false, fmt.Errorf("send SSLRequest: %w", err)
 	}
 	var b [1]byte
-	if _, err := io.ReadFull(sc.conn, b[:]); err != nil {
-		return fmt.Errorf("read SSL response: %w", err)
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		return nil, false, fmt.Errorf("read SSL response: %w", err)
 	}
 	switch b[0] {
 	case 'S':
 		// The host as written in [databases] (not the address it
 		// resolved to) is what verify-full checks and SNI names.
-		host, _, _ := net.SplitHostPort(sc.target)
-		tc := tls.Client(sc.conn, serverTLSFor(base, mode, host))
+		host, _, _ := net.SplitHostPort(target)
+		tc := tls.Client(conn, serverTLSFor(base, mode, host))
 		if err := tc.Handshake(); err != nil {
-			return newError(codeServerLoginFailed, "TLS handshake failed: "+tlsErrorText(err))
+			return nil, false, newError(codeServerLoginFailed, "TLS handshake failed: "+tlsErrorText(err))
 		}
-		sc.conn = tc
-		sc.tlsOn = true
-		return nil
+		return tc, true, nil
 	case 'N':
 		if mode == config.TLSRequire || mode == config.TLSVerifyCA || mode == config.TLSVerifyFull {
-			return newError(codeServerLoginFailed, "server refused SSL")
+			return nil, false, newError(codeServerLoginFailed, "server refused SSL")
 		}
-		return nil
+		return conn, false, nil
 	}
-	return newError(codeServerLoginFailed, "bad SSL response from server")
+	return nil, false, newError(codeServerLoginFailed, "bad SSL response from server")
 }
 
 // tlsErrorText shortens a handshake error for a client-facing message.

@@ -59,8 +59,9 @@ func (r *cancelRegistry) forward(key [8]byte) {
 	att := c.mu.att
 	var network, target string
 	var skey [8]byte
+	tlsOn := false
 	if att != nil && att.inFlight > 0 {
-		network, target, skey = att.sc.network, att.sc.target, att.sc.key
+		network, target, skey, tlsOn = att.sc.network, att.sc.target, att.sc.key, att.sc.tlsOn
 		// The server stays with this client until the cancel is done,
 		// so that it cannot reach another client's query.
 		att.sc.cancelling.Add(1)
@@ -83,6 +84,15 @@ func (r *cancelRegistry) forward(key [8]byte) {
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
+	}
+	if tlsOn {
+		tc, _, err := negotiateServerTLS(r.srv, conn, cfg.ServerTLS.Mode, network, target)
+		if err != nil {
+			r.srv.log.Warn("cancel request: TLS to server failed", "err", err)
+			return
+		}
+		conn = tc
+		defer conn.Close()
 	}
 	b := make([]byte, 16)
 	binary.BigEndian.PutUint32(b[0:], 16)

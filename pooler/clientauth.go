@@ -3,6 +3,7 @@ package pooler
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -205,6 +206,22 @@ func (s *Server) passwordAuth(ctx context.Context, cfg *config.Config, ex *AuthE
 			return &Identity{Method: "trust"}, nil
 		}
 		return nil, &AuthFailure{Reason: "unknown_role", Public: newError(codeTrustFailed, "")}
+	}
+	if cfg.AuthType == config.AuthCert {
+		// The client certificate, verified against client_tls_ca_file
+		// during the handshake, must name the user in its Common Name.
+		tc, ok := ex.c.conn.(*tls.Conn)
+		if !ok {
+			return nil, &AuthFailure{Reason: "tls_required", Public: newError(codeCertFailed, "")}
+		}
+		certs := tc.ConnectionState().VerifiedChains
+		if len(certs) == 0 || len(certs[0]) == 0 {
+			return nil, &AuthFailure{Reason: "no_client_certificate", Public: newError(codeCertFailed, "")}
+		}
+		if certs[0][0].Subject.CommonName != ex.User {
+			return nil, &AuthFailure{Reason: "certificate_user_mismatch", Public: newError(codeCertFailed, "")}
+		}
+		return &Identity{Method: "cert"}, nil
 	}
 	sec, known, err := s.userSecret(ctx, cfg, ex.User, ex.Database)
 	if err != nil {

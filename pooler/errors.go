@@ -46,6 +46,7 @@ const (
 	codePasswordEmpty
 	codeMessageTooLarge
 	codeTransactionTimeout
+	codeCertFailed
 )
 
 // codeInfo is what a code means to the client and to the metrics.
@@ -90,6 +91,7 @@ var codeTable = map[errorCode]codeInfo{
 	codePasswordEmpty:           {"auth_failed", "28P01", "empty password returned by client"},
 	codeMessageTooLarge:         {"message_too_large", "08P01", "message too large: %s"},
 	codeTransactionTimeout:      {"transaction_timeout", "25P04", "transaction timeout"},
+	codeCertFailed:              {"auth_failed", "28000", "certificate authentication failed"},
 }
 
 // String returns the code's metric label.

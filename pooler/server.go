@@ -155,6 +155,13 @@ func (s *Server) Reload(cfg *config.Config) ([]string, error) {
 		return warnings, err
 	}
 	s.pools.reconfigure(cfg)
+	if old.ServerTLS != cfg.ServerTLS {
+		// As PgBouncer ≥ 1.24: changed server TLS settings recycle the
+		// server connections (idle ones now, busy ones at release).
+		for _, p := range s.pools.list() {
+			p.reconnect()
+		}
+	}
 	s.log.Info("configuration reloaded", "file", cfg.Path)
 	return warnings, nil
 }

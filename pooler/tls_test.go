@@ -883,3 +883,18 @@ func TestTLSServerRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestAuthTypeCert: auth_type = cert signs a client in by its verified
+// certificate; the Common Name must be the user name.
+func TestAuthTypeCert(t *testing.T) {
+	f := newTLSFixture(t, t.TempDir(), nil)
+	in := startPooler(t, "auth_type = cert\npool_mode = transaction\n"+f.clientTLS("verify-ca", "client_tls_ca_file = "+f.ca))
+	// The certificate says alice: alice gets in without a password (the
+	// server login uses alice's userlist password).
+	conn := mustConnect(t, in.tlsDSN("127.0.0.1", "alice", "unused", "app", "sslmode=require", "sslcert="+f.clientCert, "sslkey="+f.clientKey))
+	if u := queryString(t, conn, "SELECT current_user"); u != "alice" {
+		t.Fatal(u)
+	}
+	// The same certificate does not make anyone bob.
+	mustFail(t, "certificate for another user", in.tlsDSN("127.0.0.1", "bob", "unused", "app", "sslmode=require", "sslcert="+f.clientCert, "sslkey="+f.clientKey), "certificate authentication failed")
+}
