@@ -261,12 +261,6 @@ func (c *clientConn) armIdleDeadlineLocked() {
 	}
 }
 
-func (c *clientConn) attached() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.mu.att != nil
-}
-
 // noteRequest accounts for one client message about to be forwarded,
 // attaching a server first when none is attached.
 func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
