@@ -2,7 +2,7 @@
 #
 #   make test          go vet, then every package's tests with the race detector
 #   make build         bin/pgwarden
-#   make demo          go run ./cmd/pgwarden demo
+#   make demo          bin/pgwarden demo (throwaway PostgreSQL + pgwarden; Ctrl-C stops both)
 #   make lint          gofmt check + go vet
 #   make staticcheck   staticcheck (fetched with go run; only when asked for)
 #
@@ -26,8 +26,11 @@ test:
 build:
 	$(GO) build -o bin/pgwarden ./cmd/pgwarden
 
+# Built, then run (not `go run`, which exits 1 on Ctrl-C and makes make
+# report an error after a clean stop).
 demo:
-	$(GO) run ./cmd/pgwarden demo
+	$(GO) build -o bin/pgwarden ./cmd/pgwarden
+	bin/pgwarden demo
 
 lint:
 	@out="$$(gofmt -l .)"; \

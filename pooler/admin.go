@@ -44,7 +44,9 @@ func (c *clientConn) startAdmin() error {
 	if !admin && !stats {
 		return newError(codeNotAllowed, "")
 	}
+	c.mu.Lock()
 	c.admin = &adminSession{c: c, admin: admin, rd: msgReader{r: c.conn, max: maxDecodedMessage}}
+	c.mu.Unlock()
 	c.key = c.srv.cancels.register(c)
 	b := appendAuthRequest(nil, 0, nil)
 	for _, p := range []param{

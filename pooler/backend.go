@@ -86,7 +86,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
+		tuneTCP(tc, cfg)
 	}
 	sc := &serverConn{conn: conn, pool: p, target: addr, network: network, params: map[string]string{}, created: time.Now()}
 	if deadline, ok := ctx.Deadline(); ok {

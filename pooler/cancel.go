@@ -51,11 +51,12 @@ func (r *cancelRegistry) forward(key [8]byte) {
 		r.srv.log.Debug("failed cancel request: no such key")
 		return
 	}
-	if c.admin != nil {
-		c.admin.cancel()
+	c.mu.Lock()
+	if adm := c.admin; adm != nil {
+		c.mu.Unlock()
+		adm.cancel()
 		return
 	}
-	c.mu.Lock()
 	att := c.mu.att
 	var network, target string
 	var skey [8]byte

@@ -38,7 +38,7 @@ type clientConn struct {
 	st       *startup
 	identity *Identity
 	pool     *pool // set under mu once at sign-in; read freely by the owner
-	admin    *adminSession
+	admin    *adminSession // set under mu at sign-in for the console
 	key      [8]byte
 
 	// params are the values of the tracked session parameters this
@@ -91,10 +91,7 @@ func (s *Server) newClientConn(conn net.Conn, unix bool) *clientConn {
 	} else {
 		c.remote = conn.RemoteAddr().String()
 		if tc, ok := conn.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-			if c.cfg.TCPKeepalive {
-				_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: c.cfg.TCPKeepIdle, Interval: c.cfg.TCPKeepIntvl, Count: c.cfg.TCPKeepCnt})
-			}
+			tuneTCP(tc, c.cfg)
 		}
 	}
 	return c
@@ -193,8 +190,9 @@ func (c *clientConn) requestClose(mode ShutdownMode) {
 	c.mu.closing = mode
 	idle := c.mu.att == nil && c.mu.state != stateLogin
 	waiting := c.mu.state == stateWaiting
+	admin := c.admin != nil
 	c.mu.Unlock()
-	if idle || (waiting && mode == ShutdownWaitForServers) || c.admin != nil {
+	if idle || (waiting && mode == ShutdownWaitForServers) || admin {
 		c.kill(newError(codeShuttingDown, ""))
 	}
 }
@@ -352,8 +350,13 @@ func (c *clientConn) welcome() error {
 	b = append(b, c.key[:]...)
 	b = appendReadyForQuery(b, 'I')
 	c.mu.Lock()
+	stop := c.mu.wantStop
 	c.mu.state = stateIdle
 	c.mu.Unlock()
+	if stop {
+		// Shutdown began while this client was signing in.
+		return newError(codeShuttingDown, "")
+	}
 	return writeAll(c.conn, b)
 }
 
@@ -380,4 +383,23 @@ func newCancelKey() [8]byte {
 
 func isAdminName(cfg *config.Config, user string) (admin, stats bool) {
 	return slices.Contains(cfg.AdminUsers, user), slices.Contains(cfg.StatsUsers, user)
+}
+
+// tuneTCP applies TCP_NODELAY, keepalive and tcp_user_timeout to a TCP
+// connection on either leg.
+func tuneTCP(tc *net.TCPConn, cfg *config.Config) {
+	_ = tc.SetNoDelay(true)
+	if cfg.TCPKeepalive {
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: cfg.TCPKeepIdle, Interval: cfg.TCPKeepIntvl, Count: cfg.TCPKeepCnt})
+	} else {
+		_ = tc.SetKeepAlive(false)
+	}
+	if cfg.TCPUserTimeout > 0 {
+		if raw, err := tc.SyscallConn(); err == nil {
+			ms := int(cfg.TCPUserTimeout / time.Millisecond)
+			_ = raw.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, 0x12 /* TCP_USER_TIMEOUT */, ms)
+			})
+		}
+	}
 }

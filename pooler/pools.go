@@ -632,12 +632,15 @@ func (ps *poolSet) startJanitor() {
 		go func() {
 			t := time.NewTicker(time.Second)
 			defer t.Stop()
+			var sl statsLogger
+			sl.last = time.Now()
 			for {
 				select {
 				case <-ps.stop:
 					return
-				case <-t.C:
+				case now := <-t.C:
 					ps.janitor()
+					sl.maybeLog(ps, now)
 				}
 			}
 		}()
@@ -804,4 +807,61 @@ func (ps *poolSet) evictIdle(p *pool, byDB bool) {
 			}
 		}
 	}
+}
+
+// statsTotals are the counters summed over all pools.
+type statsTotals struct {
+	xacts, queries, recv, sent, xactTime, queryTime, waitTime, waits int64
+}
+
+func (ps *poolSet) totals() statsTotals {
+	var t statsTotals
+	for _, p := range ps.list() {
+		st := &p.stats
+		t.xacts += st.xactCount.Load()
+		t.queries += st.queryCount.Load()
+		t.recv += st.recv.Load()
+		t.sent += st.sent.Load()
+		t.xactTime += st.xactTime.Load()
+		t.queryTime += st.queryTime.Load()
+		t.waitTime += st.waitTime.Load()
+		t.waits += st.assignCnt.Load()
+	}
+	return t
+}
+
+// statsLogger writes PgBouncer's periodic "stats:" log line (log_stats,
+// stats_period). It is owned by the janitor goroutine.
+type statsLogger struct {
+	last time.Time
+	prev statsTotals
+}
+
+func (sl *statsLogger) maybeLog(ps *poolSet, now time.Time) {
+	cfg := ps.srv.cfg.Load()
+	period := cfg.StatsPeriod
+	if period <= 0 || now.Sub(sl.last) < period {
+		return
+	}
+	cur := ps.totals()
+	secs := now.Sub(sl.last).Seconds()
+	d := statsTotals{
+		xacts: cur.xacts - sl.prev.xacts, queries: cur.queries - sl.prev.queries,
+		recv: cur.recv - sl.prev.recv, sent: cur.sent - sl.prev.sent,
+		xactTime: cur.xactTime - sl.prev.xactTime, queryTime: cur.queryTime - sl.prev.queryTime,
+		waitTime: cur.waitTime - sl.prev.waitTime, waits: cur.waits - sl.prev.waits,
+	}
+	sl.last, sl.prev = now, cur
+	if !cfg.LogStats {
+		return
+	}
+	avg := func(total, n int64) int64 {
+		if n == 0 {
+			return 0
+		}
+		return total / n
+	}
+	ps.srv.log.Info(fmt.Sprintf("stats: %d xacts/s, %d queries/s, in %d B/s, out %d B/s, xact %d us, query %d us, wait %d us",
+		int64(float64(d.xacts)/secs), int64(float64(d.queries)/secs), int64(float64(d.recv)/secs), int64(float64(d.sent)/secs),
+		avg(d.xactTime, d.xacts), avg(d.queryTime, d.queries), avg(d.waitTime, d.waits)))
 }

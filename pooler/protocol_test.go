@@ -521,3 +521,27 @@ func TestApplicationNameAddHost(t *testing.T) {
 		t.Fatalf("application_name = %q", got)
 	}
 }
+
+func TestLogStats(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\nstats_period = 1\nlog_stats = 1")
+	conn := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
+	for i := 0; i < 20; i++ {
+		queryInt(t, conn, "SELECT 1")
+	}
+	waitFor(t, 5*time.Second, "a stats: log line", func() bool {
+		return strings.Contains(in.logs.String(), "stats: ") && strings.Contains(in.logs.String(), "xacts/s")
+	})
+}
+
+func TestListenAddrHostName(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\nlisten_addr = localhost")
+	found := false
+	for _, a := range in.srv.Addrs() {
+		if strings.HasPrefix(a.String(), "127.0.0.1:") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("listen_addr = localhost did not bind 127.0.0.1: %v", in.srv.Addrs())
+	}
+}

@@ -190,17 +190,32 @@ func (s *Server) Listen() error {
 		lc.Control = reusePortControl
 	}
 	for _, a := range cfg.ListenAddrs {
-		host := a
-		if host == "*" {
-			host = ""
+		hosts := []string{a}
+		switch {
+		case a == "*":
+			hosts = []string{""}
+		case net.ParseIP(a) == nil:
+			// A host name: listen on every address it has, as
+			// PgBouncer does (localhost is 127.0.0.1 and ::1).
+			ips, err := net.DefaultResolver.LookupHost(context.Background(), a)
+			if err != nil {
+				closeAll(lns)
+				return fmt.Errorf("listen_addr %s: %w", a, err)
+			}
+			hosts = ips
 		}
-		addr := net.JoinHostPort(host, strconv.Itoa(cfg.ListenPort))
-		ln, err := lc.Listen(context.Background(), "tcp", addr)
-		if err != nil {
-			closeAll(lns)
-			return fmt.Errorf("listen on %s: %w", addr, err)
+		for _, host := range hosts {
+			addr := net.JoinHostPort(host, strconv.Itoa(cfg.ListenPort))
+			ln, err := lc.Listen(context.Background(), "tcp", addr)
+			if err != nil {
+				if len(hosts) > 1 && isAddrNotAvail(err) {
+					continue // e.g. ::1 on a host without IPv6
+				}
+				closeAll(lns)
+				return fmt.Errorf("listen on %s: %w", addr, err)
+			}
+			lns = append(lns, ln)
 		}
-		lns = append(lns, ln)
 	}
 	if cfg.UnixSocketDir != "" {
 		path := filepath.Join(cfg.UnixSocketDir, ".s.PGSQL."+strconv.Itoa(cfg.ListenPort))
@@ -400,4 +415,8 @@ func (s *Server) shuttingDown() bool {
 	default:
 		return false
 	}
+}
+
+func isAddrNotAvail(err error) bool {
+	return errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT)
 }

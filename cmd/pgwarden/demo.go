@@ -24,12 +24,39 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		return &exitError{2, fmt.Errorf("demo takes no arguments")}
 	}
+	// Catch Ctrl-C from the start, so that the cluster is always removed.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	interrupted := func() error {
+		select {
+		case sig := <-sigs:
+			return &exitError{1, fmt.Errorf("interrupted by %v; the throwaway PostgreSQL is removed", sig)}
+		default:
+			return nil
+		}
+	}
 	fmt.Fprintln(stdout, "Starting a throwaway PostgreSQL…")
 	cluster, err := pgtest.Start(pgtest.Options{})
 	if err != nil {
+		if ierr := interrupted(); ierr != nil {
+			return ierr
+		}
 		return &exitError{1, fmt.Errorf("cannot start PostgreSQL (is the postgresql server package installed?): %w", err)}
 	}
-	defer cluster.Stop()
+	stopped := false
+	stopCluster := func() {
+		if !stopped {
+			stopped = true
+			if err := cluster.Stop(); err != nil {
+				fmt.Fprintln(stderr, "pgwarden demo:", err)
+			}
+		}
+	}
+	defer stopCluster()
+	if err := interrupted(); err != nil {
+		return err
+	}
 	ctx := context.Background()
 	const user, password = "demo", "demo-password"
 	if err := cluster.CreateRole(ctx, user, password, "scram-sha-256"); err != nil {
@@ -92,13 +119,16 @@ Admin console:  psql "host=127.0.0.1 port=%[1]d dbname=pgbouncer user=demo passw
 Config in use:  %[4]s
 Press Ctrl-C to stop.
 `, port, cluster.Port, password, iniPath)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	if err := interrupted(); err != nil {
+		srv.Shutdown(pooler.ShutdownImmediate)
+		return err
+	}
 	go func() {
 		<-sigs
 		srv.Shutdown(pooler.ShutdownImmediate)
 	}()
 	err = srv.Serve(ctx)
+	stopCluster()
 	fmt.Fprintln(stdout, "\nStopped; the throwaway PostgreSQL on port "+strconv.Itoa(cluster.Port)+" is removed.")
 	return err
 }
