@@ -37,7 +37,7 @@ type clientConn struct {
 
 	st       *startup
 	identity *Identity
-	pool     *pool // set under mu once at sign-in; read freely by the owner
+	pool     *pool         // set under mu once at sign-in; read freely by the owner
 	admin    *adminSession // set under mu at sign-in for the console
 	key      [8]byte
 
