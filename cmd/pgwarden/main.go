@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"os/user"
 	"strconv"
 	"strings"
@@ -242,6 +243,15 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		log.Error("cannot start", "err", err)
 		return &exitError{1, err}
 	}
+	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
+		// A development aid for the benchmarks: profile the whole run,
+		// written when pgwarden exits.
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return &exitError{1, err}
+		}
+		defer stop()
+	}
 	if err := srv.Listen(); err != nil {
 		log.Error("cannot start", "err", err)
 		return &exitError{1, err}
@@ -449,4 +459,18 @@ func daemonReadyPipe() (*os.File, bool) {
 		return nil, true
 	}
 	return f, true
+}
+
+// startCPUProfile writes a CPU profile of the process to path until the
+// returned function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
