@@ -12,9 +12,9 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/pgwarden/pgwarden/internal/pgcluster"
 	"github.com/pgwarden/pgwarden/pooler"
 	"github.com/pgwarden/pgwarden/pooler/config"
-	"github.com/pgwarden/pgwarden/pooler/pgtest"
 )
 
 // runDemo starts a throwaway PostgreSQL from the installed server binaries,
@@ -37,7 +37,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintln(stdout, "Starting a throwaway PostgreSQL…")
-	cluster, err := pgtest.Start(pgtest.Options{})
+	cluster, err := pgcluster.Start(pgcluster.Options{})
 	if err != nil {
 		if ierr := interrupted(); ierr != nil {
 			return ierr
@@ -73,7 +73,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	port := 6432
 	if ln, err := net.Listen("tcp", "127.0.0.1:6432"); err == nil {
 		ln.Close()
-	} else if port, err = pgtest.FreePort(); err != nil {
+	} else if port, err = pgcluster.FreePort(); err != nil {
 		return err
 	}
 	ini := fmt.Sprintf(`[databases]
