@@ -7,7 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
+	"os/user"
 	"slices"
+	"strconv"
+	"syscall"
 
 	"github.com/pgwarden/pgwarden/authn"
 	"github.com/pgwarden/pgwarden/pooler/config"
@@ -194,40 +198,47 @@ func effectiveAuthUser(cfg *config.Config, database string) (string, string) {
 }
 
 // passwordAuth is the built-in authenticator for auth_type trust, any,
-// plain, md5 and scram-sha-256, with PgBouncer's rules: an unknown user
-// still gets a challenge and then "password authentication failed" (no user
-// enumeration), md5 falls back to SCRAM for SCRAM secrets.
+// plain, md5, scram-sha-256, cert and hba, with PgBouncer's rules: an
+// unknown user still gets a challenge and then "password authentication
+// failed" (no user enumeration), md5 falls back to SCRAM for SCRAM secrets.
+// With auth_type hba the method comes from the first auth_hba_file rule
+// matching the connection (hba.go).
 func (s *Server) passwordAuth(ctx context.Context, cfg *config.Config, ex *AuthExchange) (*Identity, error) {
-	switch cfg.AuthType {
+	method := cfg.AuthType
+	if method == config.AuthHBA {
+		rule, err := s.hbaLookup(cfg, ex)
+		if err != nil {
+			return nil, err
+		}
+		switch rule.method {
+		case hbaReject:
+			return nil, &AuthFailure{Reason: "hba_reject", Public: errLoginRejected()}
+		case hbaPeer:
+			return s.peerAuth(cfg, ex)
+		}
+		method = rule.method.authType()
+	}
+	return s.authWith(ctx, cfg, ex, method)
+}
+
+// authWith runs the exchange of one auth_type (any but hba).
+func (s *Server) authWith(ctx context.Context, cfg *config.Config, ex *AuthExchange, method config.AuthType) (*Identity, error) {
+	switch method {
 	case config.AuthAny:
 		return &Identity{Method: "any"}, nil
 	case config.AuthTrust:
-		if _, ok := cfg.AuthUsers[ex.User]; ok || isAdminUser(cfg, ex.User) {
+		if knownUser(cfg, ex.User) {
 			return &Identity{Method: "trust"}, nil
 		}
 		return nil, &AuthFailure{Reason: "unknown_role", Public: newError(codeTrustFailed, "")}
-	}
-	if cfg.AuthType == config.AuthCert {
-		// The client certificate, verified against client_tls_ca_file
-		// during the handshake, must name the user in its Common Name.
-		tc, ok := ex.c.conn.(*tls.Conn)
-		if !ok {
-			return nil, &AuthFailure{Reason: "tls_required", Public: newError(codeCertFailed, "")}
-		}
-		certs := tc.ConnectionState().VerifiedChains
-		if len(certs) == 0 || len(certs[0]) == 0 {
-			return nil, &AuthFailure{Reason: "no_client_certificate", Public: newError(codeCertFailed, "")}
-		}
-		if certs[0][0].Subject.CommonName != ex.User {
-			return nil, &AuthFailure{Reason: "certificate_user_mismatch", Public: newError(codeCertFailed, "")}
-		}
-		return &Identity{Method: "cert"}, nil
+	case config.AuthCert:
+		return certAuth(ex)
 	}
 	sec, known, err := s.userSecret(ctx, cfg, ex.User, ex.Database)
 	if err != nil {
 		return nil, err
 	}
-	switch cfg.AuthType {
+	switch method {
 	case config.AuthPlain:
 		pw, err := ex.Cleartext()
 		if err != nil {
@@ -273,6 +284,79 @@ func (s *Server) passwordAuth(ctx context.Context, cfg *config.Config, ex *AuthE
 		return s.scramAuth(cfg, ex, sec, known)
 	}
 	return nil, &AuthFailure{Reason: "unsupported_auth_type", Public: newError(codeConfigError, "")}
+}
+
+// knownUser reports whether user may sign in without a password check
+// (trust, peer): it must be in the auth file or be an admin or stats user,
+// as PgBouncer refuses its "mock" users there.
+func knownUser(cfg *config.Config, user string) bool {
+	_, ok := cfg.AuthUsers[user]
+	return ok || isAdminUser(cfg, user)
+}
+
+// certAuth signs in with the client certificate, verified against
+// client_tls_ca_file during the handshake: its Common Name must be the user.
+func certAuth(ex *AuthExchange) (*Identity, error) {
+	tc, ok := ex.c.conn.(*tls.Conn)
+	if !ok {
+		return nil, &AuthFailure{Reason: "tls_required", Public: newError(codeCertFailed, "")}
+	}
+	certs := tc.ConnectionState().VerifiedChains
+	if len(certs) == 0 || len(certs[0]) == 0 {
+		return nil, &AuthFailure{Reason: "no_client_certificate", Public: newError(codeCertFailed, "")}
+	}
+	if certs[0][0].Subject.CommonName != ex.User {
+		return nil, &AuthFailure{Reason: "certificate_user_mismatch", Public: newError(codeCertFailed, "")}
+	}
+	return &Identity{Method: "cert"}, nil
+}
+
+// peerAuth signs in a Unix-socket client whose operating-system user (from
+// SO_PEERCRED) has the name of the requested user (HBA method peer).
+func (s *Server) peerAuth(cfg *config.Config, ex *AuthExchange) (*Identity, error) {
+	if !ex.Unix {
+		return nil, &AuthFailure{Reason: "peer_not_unix", Public: errPeerFailed()}
+	}
+	if !knownUser(cfg, ex.User) {
+		return nil, &AuthFailure{Reason: "unknown_role", Public: errPeerFailed()}
+	}
+	name, err := peerUserName(ex.c.raw)
+	if err != nil {
+		s.log.Warn("peer authentication: cannot find the peer's user", "client", ex.Client, "user", ex.User, "err", err)
+		return nil, &AuthFailure{Reason: "peer_lookup_failed", Public: errPeerFailed()}
+	}
+	if name != ex.User {
+		return nil, &AuthFailure{Reason: "peer_user_mismatch", Public: errPeerFailed()}
+	}
+	return &Identity{Method: "peer"}, nil
+}
+
+// peerUserName returns the name of the operating-system user at the other
+// end of a Unix socket.
+func peerUserName(conn net.Conn) (string, error) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return "", fmt.Errorf("not a Unix socket (%T)", conn)
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return "", err
+	}
+	var cred *syscall.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return "", err
+	}
+	if credErr != nil {
+		return "", credErr
+	}
+	u, err := user.LookupId(strconv.FormatUint(uint64(cred.Uid), 10))
+	if err != nil {
+		return "", err
+	}
+	return u.Username, nil
 }
 
 func isAdminUser(cfg *config.Config, user string) bool {

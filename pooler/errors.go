@@ -47,6 +47,9 @@ const (
 	codeMessageTooLarge
 	codeTransactionTimeout
 	codeCertFailed
+	codeNoAuthMethod
+	codeLoginRejected
+	codePeerFailed
 )
 
 // codeInfo is what a code means to the client and to the metrics.
@@ -92,6 +95,9 @@ var codeTable = map[errorCode]codeInfo{
 	codeMessageTooLarge:         {"message_too_large", "08P01", "message too large: %s"},
 	codeTransactionTimeout:      {"transaction_timeout", "25P04", "transaction timeout"},
 	codeCertFailed:              {"auth_failed", "28000", "certificate authentication failed"},
+	codeNoAuthMethod:            {"no_auth_method", "28000", "no authentication method is found"},
+	codeLoginRejected:           {"login_rejected", "28000", "login rejected"},
+	codePeerFailed:              {"auth_failed", "28000", "unix socket login rejected"},
 }
 
 // String returns the code's metric label.

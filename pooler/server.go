@@ -124,6 +124,9 @@ func (s *Server) SetReloadHook(f func() error) { s.reloadHook.Store(&f) }
 // applyConfig installs cfg: TLS material, then the config pointer, then the
 // pools' limits.
 func (s *Server) applyConfig(cfg *config.Config) error {
+	if err := CheckHBA(cfg); err != nil {
+		return err
+	}
 	ctls, err := buildClientTLS(cfg)
 	if err != nil {
 		return err
@@ -419,4 +422,17 @@ func (s *Server) shuttingDown() bool {
 
 func isAddrNotAvail(err error) bool {
 	return errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT)
+}
+
+// CheckHBA reads auth_hba_file when auth_type = hba and returns every
+// problem in it (nil otherwise), so that a start, a RELOAD and
+// check-config refuse a broken file up front.
+func CheckHBA(cfg *config.Config) error {
+	if cfg.AuthType != config.AuthHBA {
+		return nil
+	}
+	if _, err := LoadHBA(cfg.AuthHBAFile); err != nil {
+		return fmt.Errorf("auth_hba_file: %w", err)
+	}
+	return nil
 }

@@ -388,6 +388,15 @@ func checkConfig(args []string, stdout io.Writer) error {
 			bad = true
 		}
 	}
+	if !bad {
+		// The files the config names that the pooler reads itself.
+		if cfg, err := config.Load(args[0]); err == nil {
+			if err := pooler.CheckHBA(cfg); err != nil {
+				fmt.Fprintln(stdout, err.Error())
+				bad = true
+			}
+		}
+	}
 	if bad {
 		return &exitError{1, nil}
 	}
