@@ -664,7 +664,11 @@ func (c *clientConn) driveInline(att *attachment) error {
 			if qt > 0 {
 				_ = sc.conn.SetReadDeadline(time.Time{})
 			}
-			p.release(att.res)
+			if c.srv.cfg.Load().ServerResetQueryAlways {
+				c.releaseAfterSession(att)
+			} else {
+				p.release(att.res)
+			}
 			c.mu.Lock()
 			stop := c.mu.wantStop
 			c.mu.Unlock()
@@ -758,7 +762,7 @@ func (c *clientConn) pump(att *attachment) {
 				c.mu.Lock()
 				gone := att.clientGone
 				c.mu.Unlock()
-				if gone {
+				if gone || c.srv.cfg.Load().ServerResetQueryAlways {
 					c.releaseAfterSession(att)
 				} else {
 					p.release(att.res)
@@ -896,8 +900,9 @@ func (c *clientConn) clearAttachment(att *attachment) {
 	c.mu.Unlock()
 }
 
-// releaseAfterSession resets a clean server whose client has left and
-// returns it to the pool.
+// releaseAfterSession resets a clean server (server_reset_query: at the end
+// of a session-mode session, and at every release with
+// server_reset_query_always) and returns it to the pool.
 func (c *clientConn) releaseAfterSession(att *attachment) {
 	cfg := c.srv.cfg.Load()
 	sc := att.sc

@@ -367,3 +367,74 @@ func TestUnixSocket(t *testing.T) {
 		t.Fatalf("psql over TCP: %v\n%s", err, out)
 	}
 }
+
+func TestClientLoginTimeout(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\nclient_login_timeout = 1")
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", in.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Say nothing: the pooler gives up after client_login_timeout.
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	out, _ := io.ReadAll(conn)
+	if el := time.Since(start); el < 900*time.Millisecond || el > 5*time.Second {
+		t.Fatalf("closed after %v", el)
+	}
+	if !strings.Contains(string(out), "client_login_timeout") {
+		t.Fatalf("got %q", out)
+	}
+}
+
+func TestMaxUserConnections(t *testing.T) {
+	// alice in two databases shares max_user_connections = 1.
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\nmax_user_connections = 1\nquery_wait_timeout = 20")
+	ctx := context.Background()
+	a := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
+	b := in.connect(t, "alice", "alice-pw", "postgres", "default_query_exec_mode=exec")
+	for i := 0; i < 5; i++ {
+		queryInt(t, a, "SELECT 1")
+		queryInt(t, b, "SELECT 1")
+	}
+	tx, err := a.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queryIntTx(t, tx, "SELECT 1")
+	done := make(chan error, 1)
+	go func() { _, err := b.Exec(ctx, "SELECT 1"); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("alice got a second server connection past max_user_connections = 1 (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting query never ran")
+	}
+}
+
+func TestServerResetQueryAlways(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 1\nserver_reset_query_always = 1\nserver_reset_query = RESET work_mem")
+	ctx := context.Background()
+	a, err := pgx.Connect(ctx, in.dsn("alice", "alice-pw", "app", "default_query_exec_mode=exec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, "SET work_mem = '9MB'"); err != nil {
+		t.Fatal(err)
+	}
+	a.Close(ctx)
+	b := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
+	if wm := queryString(t, b, "SHOW work_mem"); wm == "9MB" {
+		t.Fatal("server_reset_query_always did not run at the end of the session in transaction mode")
+	}
+}
