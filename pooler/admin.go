@@ -38,7 +38,7 @@ type column struct {
 func (c *clientConn) startAdmin() error {
 	cfg := c.cfg
 	admin, stats := isAdminName(cfg, c.st.user)
-	if c.identity != nil && c.identity.Method == "peer" {
+	if c.identity != nil && (c.identity.Method == "peer" || c.identity.Principal != nil && c.identity.Principal.Admin) {
 		admin = true
 	}
 	if !admin && !stats {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -58,7 +59,8 @@ type clientConn struct {
 		waitFrom time.Time
 		closing  ShutdownMode
 		wantStop bool
-		deadline bool // a read deadline is set on conn
+		stopErr  *pgError // why wantStop was set, if not a shutdown
+		deadline bool     // a read deadline is set on conn
 	}
 	killErr atomic.Pointer[pgError]
 	// requestTime is the start of the current request (UnixNano).
@@ -234,7 +236,9 @@ func (c *clientConn) login() error {
 		}
 		return err
 	}
+	c.mu.Lock()
 	c.identity = id
+	c.mu.Unlock()
 	if isAdminDB {
 		if err := c.startAdmin(); err != nil {
 			return err
@@ -263,6 +267,9 @@ func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, e
 	if st.database == "pgbouncer" && st.user == "pgbouncer" && c.unix && peerIsSelf(c.raw) {
 		return &Identity{Method: "peer"}, nil
 	}
+	if mode := entraAuthMode(cfg, st.database); mode != config.AuthModePassword {
+		return c.srv.entraAuth(ctx, cfg, ex, mode)
+	}
 	for _, a := range c.srv.opts.Authenticators {
 		if a.Claims(ex) {
 			return a.Authenticate(ctx, ex)
@@ -289,28 +296,63 @@ func peerIsSelf(conn net.Conn) bool {
 }
 
 func (c *clientConn) audit(st *startup, id *Identity, err error, started time.Time) {
-	obs := c.srv.opts.Observer
 	ev := SignInEvent{Time: started, Client: c.remote, Database: st.database, User: st.user, TLS: c.tls, OK: err == nil, Latency: time.Since(started)}
-	if id != nil {
-		ev.Method = id.Method
-	}
 	if err != nil {
 		var af *AuthFailure
 		if errors.As(err, &af) {
 			ev.Reason = af.Reason
+			if id == nil {
+				id = af.Identity
+			}
 		} else {
 			ev.Reason = "aborted"
 		}
-		if ev.Method == "" {
-			ev.Method = string(c.cfg.AuthType)
+	}
+	if id != nil {
+		ev.Method = id.Method
+		if t := id.Token; t != nil {
+			ev.OID, ev.TID, ev.UTI, ev.TokenExp, ev.AppID = t.OID, t.TID, t.UTI, t.Exp, t.AppID
+			ev.UPN = firstNonEmpty(t.UPN, t.PreferredUsername, t.UniqueName)
+		}
+		if p := id.Principal; p != nil {
+			ev.PrincipalType = p.Type
 		}
 	}
-	if obs != nil {
+	if ev.Method == "" {
+		ev.Method = string(c.cfg.AuthType)
+		if entraAuthMode(c.cfg, st.database) != config.AuthModePassword {
+			ev.Method = "entra"
+		}
+	}
+	if obs := c.srv.opts.Observer; obs != nil {
 		obs.SignIn(ev)
 	}
-	if err != nil {
-		c.srv.log.Info("sign-in refused", "db", st.database, "user", st.user, "client", c.remote, "method", ev.Method, "reason", ev.Reason, "tls", c.tls)
+	result := "ok"
+	if !ev.OK {
+		result = "refused"
 	}
+	attrs := []slog.Attr{
+		slog.String("event", "signin"), slog.String("result", result), slog.String("client", ev.Client),
+		slog.String("database", ev.Database), slog.String("role", ev.User), slog.String("method", ev.Method),
+		slog.Bool("tls", ev.TLS), slog.Float64("latency_ms", float64(ev.Latency.Microseconds())/1000),
+	}
+	if ev.Reason != "" {
+		attrs = append(attrs, slog.String("reason", ev.Reason))
+	}
+	if ev.OID != "" {
+		attrs = append(attrs, slog.String("principal_type", ev.PrincipalType), slog.String("oid", ev.OID), slog.String("tid", ev.TID),
+			slog.String("upn", ev.UPN), slog.String("appid", ev.AppID), slog.String("uti", ev.UTI), slog.Time("token_exp", ev.TokenExp))
+	}
+	c.srv.audit.LogAttrs(context.Background(), slog.LevelInfo, "sign-in", attrs...)
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
 }
 
 // welcome sends AuthenticationOk, the pool's ParameterStatus set overlaid
@@ -402,4 +444,28 @@ func tuneTCP(tc *net.TCPConn, cfg *config.Config) {
 			})
 		}
 	}
+}
+
+// endSession ends the client's session with pe: at once when it has no
+// server, else at its next transaction boundary (a revoked principal, an
+// expired token).
+func (c *clientConn) endSession(pe *pgError) {
+	c.mu.Lock()
+	c.mu.wantStop = true
+	c.mu.stopErr = pe
+	idle := c.mu.att == nil && c.mu.state != stateLogin
+	admin := c.admin != nil
+	c.mu.Unlock()
+	if idle || admin {
+		c.kill(pe)
+	}
+}
+
+// stopReasonLocked is the error a client that was asked to stop is closed
+// with.
+func (c *clientConn) stopReasonLocked() *pgError {
+	if c.mu.stopErr != nil {
+		return c.mu.stopErr
+	}
+	return newError(codeShuttingDown, "")
 }

@@ -54,8 +54,15 @@ type Identity struct {
 	ClientKey []byte
 	ServerKey []byte
 	// BackendPassword, when set, is used to log in to the server for this
-	// role (e.g. the client's own token for passthrough).
+	// role (the client's real password when the stored secret is a hash).
 	BackendPassword string
+	// Token and Principal are set after an Entra ID sign-in: the
+	// validated token's claims and the principal it matched.
+	Token     *authn.Token
+	Principal *authn.Principal
+	// rawToken is the token itself, kept only for server_auth =
+	// passthrough; it is never logged.
+	rawToken string
 }
 
 // AuthFailure is a refused sign-in: Reason goes to the audit log, Public is
@@ -63,6 +70,9 @@ type Identity struct {
 type AuthFailure struct {
 	Reason string
 	Public *pgError
+	// Identity, when set, is what was learnt before the refusal (the
+	// token's claims), for the audit record.
+	Identity *Identity
 }
 
 func (f *AuthFailure) Error() string { return "sign-in refused: " + f.Reason }

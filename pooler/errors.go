@@ -50,6 +50,10 @@ const (
 	codeNoAuthMethod
 	codeLoginRejected
 	codePeerFailed
+	codeEntraFailed
+	codeEntraTLSRequired
+	codeEntraRevoked
+	codeEntraTokenExpired
 )
 
 // codeInfo is what a code means to the client and to the metrics.
@@ -98,6 +102,10 @@ var codeTable = map[errorCode]codeInfo{
 	codeNoAuthMethod:            {"no_auth_method", "28000", "no authentication method is found"},
 	codeLoginRejected:           {"login_rejected", "28000", "login rejected"},
 	codePeerFailed:              {"auth_failed", "28000", "unix socket login rejected"},
+	codeEntraFailed:             {"auth_failed", "28000", "An error occurred while validating the access token. Please acquire a new token and retry."},
+	codeEntraTLSRequired:        {"auth_failed", "28000", "Microsoft Entra ID sign-in needs an encrypted connection: connect with sslmode=require"},
+	codeEntraRevoked:            {"entra_revoked", "57P01", "terminating connection: the Microsoft Entra principal of this role was removed"},
+	codeEntraTokenExpired:       {"entra_token_expired", "57P01", "The access token has expired. Please acquire a new token and retry."},
 }
 
 // String returns the code's metric label.

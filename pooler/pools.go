@@ -77,6 +77,8 @@ type pool struct {
 	}
 	dbLimit   *limiter
 	userLimit *limiter
+	// tokens holds the freshest client token for server_auth = passthrough.
+	tokens passthroughTokens
 
 	// statistics
 	waiting      atomic.Int32
@@ -113,6 +115,9 @@ func (ps *poolSet) forClient(cfg *config.Config, st *startup, id *Identity) (*po
 	p := ps.get(cfg, poolKey{db: st.database, user: user}, db)
 	if p.isDisabled() {
 		return nil, newError(codeDatabaseDisabled, st.database)
+	}
+	if id != nil && id.rawToken != "" && id.Token != nil && cfg.EffectiveServerAuth(db) == config.ServerAuthPassthrough {
+		p.tokens.offer(id.rawToken, id.Token.Exp)
 	}
 	if id != nil && db.User == "" {
 		p.mu.Lock()
@@ -272,6 +277,12 @@ func (p *pool) loginInfo() serverLogin {
 		l.database = db.Name
 	}
 	switch {
+	case cfg.EffectiveServerAuth(db) == config.ServerAuthPassthrough:
+		// Log in as the role with a client's own token, as Azure's
+		// PgBouncer does against a pgaadauth server.
+		if tok, ok := p.tokens.current(time.Now()); ok {
+			l.secret, l.hasSecret = authn.Secret{Kind: authn.SecretPlain, Plain: tok}, true
+		}
 	case db.User != "" && db.Password != "":
 		l.secret, l.hasSecret = authn.ParseSecret(db.Password), true
 	case p.mu.backendPw != "":

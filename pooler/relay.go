@@ -314,13 +314,12 @@ func (c *clientConn) forward(att *attachment, b []byte) error {
 // attach acquires a server for this client, brings its session parameters
 // in line with the client's, and starts the server pump.
 func (c *clientConn) attach() (*attachment, error) {
-	if c.srv.shuttingDown() {
-		c.mu.Lock()
-		stop := c.mu.wantStop
-		c.mu.Unlock()
-		if stop {
-			return nil, newError(codeShuttingDown, "")
-		}
+	c.mu.Lock()
+	stop := c.mu.wantStop
+	why := c.stopReasonLocked()
+	c.mu.Unlock()
+	if stop {
+		return nil, why
 	}
 	p := c.pool
 	c.mu.Lock()
@@ -671,9 +670,10 @@ func (c *clientConn) driveInline(att *attachment) error {
 			}
 			c.mu.Lock()
 			stop := c.mu.wantStop
+			why := c.stopReasonLocked()
 			c.mu.Unlock()
 			if stop {
-				return newError(codeShuttingDown, "")
+				return why
 			}
 			return nil
 		}
@@ -837,9 +837,10 @@ func (c *clientConn) tryDetach(att *attachment) bool {
 func (c *clientConn) afterDetach() {
 	c.mu.Lock()
 	stop := c.mu.wantStop
+	why := c.stopReasonLocked()
 	c.mu.Unlock()
 	if stop {
-		c.kill(newError(codeShuttingDown, ""))
+		c.kill(why)
 	}
 }
 

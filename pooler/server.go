@@ -36,6 +36,9 @@ type Options struct {
 	Authenticators []ClientAuthenticator
 	// Observer receives sign-in events and error codes; may be nil.
 	Observer Observer
+	// AuditLogger receives one structured line per sign-in attempt
+	// (success or failure, with its reason); nil means JSON on stderr.
+	AuditLogger *slog.Logger
 }
 
 // Observer is told about events the metrics and audit sinks care about. It
@@ -50,12 +53,22 @@ type SignInEvent struct {
 	Time     time.Time
 	Client   string
 	Database string
-	User     string
-	Method   string
+	User     string // the role asked for
+	Method   string // entra, scram, md5, plain, trust, cert, peer, any
 	TLS      bool
 	OK       bool
-	Reason   string
+	Reason   string // empty on success; see the README for the codes
 	Latency  time.Duration
+	// Entra sign-ins only (empty otherwise): the principal type matched
+	// (user, group, service), the token's oid, tid, upn (or appid for
+	// app tokens), uti and exp. The token itself is never recorded.
+	PrincipalType string
+	OID           string
+	TID           string
+	UPN           string
+	AppID         string
+	UTI           string
+	TokenExp      time.Time
 }
 
 // Server is one pgwarden process's data plane. Create it with New, open its
@@ -71,6 +84,10 @@ type Server struct {
 
 	pools   *poolSet
 	cancels *cancelRegistry
+	// entra is the Entra ID sign-in method, nil when [entra] is absent.
+	entra atomic.Pointer[entraSignIn]
+	// audit receives one JSON line per sign-in attempt.
+	audit *slog.Logger
 
 	nclients atomic.Int64 // signed-in and signing-in clients, admin excluded
 
@@ -106,6 +123,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		startTime:  time.Now(),
 	}
 	s.mu.clients = map[*clientConn]struct{}{}
+	s.audit = opts.AuditLogger
+	if s.audit == nil {
+		s.audit = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
 	s.pools = newPoolSet(s)
 	s.cancels = newCancelRegistry(s)
 	if err := s.applyConfig(cfg); err != nil {
@@ -133,6 +154,9 @@ func (s *Server) applyConfig(cfg *config.Config) error {
 	}
 	stls, err := buildServerTLS(cfg)
 	if err != nil {
+		return err
+	}
+	if err := s.applyEntra(cfg); err != nil {
 		return err
 	}
 	s.clientTLS.Store(ctls)
@@ -300,6 +324,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-s.doneCh
 	s.wg.Wait()
 	s.pools.closeAll()
+	if es := s.entra.Swap(nil); es != nil {
+		es.close()
+	}
 	return nil
 }
 

@@ -4,6 +4,11 @@
 // accepts only a Config that came out of Load (or LoadINI/LoadYAML), which
 // applies defaults and validates.
 //
+// Entra ID sign-in settings (pgwarden's own) come from the [entra] and
+// [entra_principals] sections of pgbouncer.ini or the entra: block of
+// pooler.yaml into Config.Entra; see Entra, and the syntax described at the
+// top of entra.go.
+//
 // Durations are time.Duration everywhere (pgbouncer.ini gives seconds, as
 // decimals; pooler.yaml gives Go durations such as "15s"). Zero means
 // "disabled" where PgBouncer says so (query_timeout = 0, …).
@@ -141,6 +146,14 @@ type Database struct {
 	DateStyle       string
 	TimeZone        string
 	ApplicationName string
+	// AuthMode overrides Entra.AuthMode for this database: AuthModePassword,
+	// AuthModeEntra or AuthModeBoth; "" inherits (see EffectiveAuthMode).
+	AuthMode string
+	// ServerAuth overrides Entra.ServerAuth for this database: one of the
+	// ServerAuth* values (ServerAuthPassword selects the configured
+	// password even when the global default is a token provider); ""
+	// inherits (see EffectiveServerAuth).
+	ServerAuth string
 	// File and Line locate the entry, for messages.
 	File string
 	Line int
@@ -284,13 +297,18 @@ type Config struct {
 	// user: drop privileges to this Unix user.
 	User string
 
+	// Entra ID sign-in settings: [entra] and [entra_principals], or entra:
+	// in pooler.yaml. Entra.Enabled is false when the file has none.
+	Entra Entra
+
 	// Databases by name (including "*"), Users by name.
 	Databases map[string]*Database
 	Users     map[string]*User
 
 	// Settings lists every [pgbouncer]-level key with its effective value,
 	// default and whether RELOAD can change it, in PgBouncer's names and
-	// spelling, sorted by key: what SHOW CONFIG prints.
+	// spelling, plus every [entra] key as "entra.<key>", sorted by key: what
+	// SHOW CONFIG prints.
 	Settings []Setting
 
 	// Warnings are keys PgBouncer accepts that pgwarden does not implement
@@ -313,4 +331,118 @@ type Problem struct {
 	Line    int
 	Key     string
 	Message string
+}
+
+// Entra holds the Entra ID sign-in settings: [entra] and [entra_principals]
+// in pgbouncer.ini (pgwarden's own sections: PgBouncer does not know them),
+// entra: in pooler.yaml. See entra.go for the syntax. Every field has its
+// default even when Enabled is false; Validate checks the rest only when
+// Enabled.
+type Entra struct {
+	// Enabled is true when an [entra] section / entra: block is present.
+	Enabled bool
+	// AuthMode is the default auth mode for databases: AuthModePassword
+	// (passwords only), AuthModeEntra (tokens only) or AuthModeBoth.
+	// Default AuthModeBoth when Enabled, AuthModePassword otherwise.
+	AuthMode string
+	// Authority is the identity provider's base URL (OIDC discovery lives
+	// under {Authority}/{tenant}/). Default https://login.microsoftonline.com;
+	// http:// only for loopback hosts.
+	Authority string
+	// Tenants are the allowed tid values (GUIDs, lower case); required when
+	// Enabled.
+	Tenants []string
+	// Audiences are the accepted aud values; default
+	// https://ossrdbms-aad.database.windows.net with and without a trailing
+	// slash. Must not be empty.
+	Audiences []string
+	// ClockSkew is the leeway on exp and nbf; default 30s; 0 means none.
+	ClockSkew time.Duration
+	// JWKSCacheFile, if set, is where the last good discovery documents and
+	// key sets are kept across restarts. It need not exist yet.
+	JWKSCacheFile string
+	// JWKSRefreshInterval is how often keys are fetched again; default 1h;
+	// must be positive.
+	JWKSRefreshInterval time.Duration
+	// UnknownKidRefreshInterval is the least time between two key fetches
+	// caused by an unknown kid; default 5m; must be positive.
+	UnknownKidRefreshInterval time.Duration
+	// AllowPlaintext accepts tokens from clients without TLS (loopback
+	// demos); default false.
+	AllowPlaintext bool
+	// DisconnectOnTokenExpiry ends a token-authenticated client session at
+	// its token's exp (at the next transaction boundary); default false.
+	DisconnectOnTokenExpiry bool
+	// DisconnectOnRevoke ends the open sessions of a principal removed by a
+	// reload or a principal_query refresh; default true.
+	DisconnectOnRevoke bool
+	// GraphEndpoint is Microsoft Graph's base URL, for group membership on
+	// groups overage; default https://graph.microsoft.com; http:// only for
+	// loopback hosts.
+	GraphEndpoint string
+	// PrincipalQuery is SQL run on the backend that returns principals
+	// (role, oid, type, admin), or PrincipalQueryPGAADAuth for the built-in
+	// query that reads Azure's pgaadauth security labels; "" = none.
+	PrincipalQuery string
+	// PrincipalQueryDatabase is the database (a [databases] name, or one the
+	// "*" fallback provides) PrincipalQuery runs in; required with it.
+	PrincipalQueryDatabase string
+	// PrincipalRefreshInterval is how often PrincipalQuery runs again;
+	// default 5m; 0 means only at start and on RELOAD.
+	PrincipalRefreshInterval time.Duration
+	// Principals are the [entra_principals] / entra.principals entries, in
+	// file order.
+	Principals []EntraPrincipal
+
+	// ServerAuth is the backend credentials default for databases (see
+	// Database.ServerAuth): "" (password, as PgBouncer; the loaders store
+	// "password" as ""), ServerAuthPassthrough, ServerAuthManagedIdentity,
+	// ServerAuthAppService, ServerAuthWorkloadIdentity,
+	// ServerAuthClientSecret or ServerAuthClientCertificate.
+	ServerAuth string
+	// ClientID, ObjectID and ResourceID select a user-assigned managed
+	// identity (managed_identity, app_service: at most one of them);
+	// ClientID and TenantID name the app registration (client_secret,
+	// client_certificate; optional overrides of AZURE_CLIENT_ID and
+	// AZURE_TENANT_ID for workload_identity). TenantID is a GUID or a domain
+	// name.
+	ClientID   string
+	ObjectID   string
+	ResourceID string
+	TenantID   string
+	// ClientSecretFile holds the client secret (client_secret);
+	// ClientCertFile is a PEM file with the certificate and its private key
+	// (client_certificate). File paths only: never the secret inline.
+	ClientSecretFile string
+	ClientCertFile   string
+	// TokenResource is the resource pgwarden's own backend tokens are for;
+	// default https://ossrdbms-aad.database.windows.net.
+	TokenResource string
+	// IMDSEndpoint and TokenEndpointAuthority override the managed identity
+	// endpoint and the Entra token endpoint's authority host, for tests;
+	// "" = the real defaults.
+	IMDSEndpoint           string
+	TokenEndpointAuthority string
+}
+
+// EntraPrincipal maps a PostgreSQL role name to an Entra object, by object
+// ID, as Azure's pgaadauth security labels do.
+type EntraPrincipal struct {
+	// Role is the role name a client sends as its user name (case-sensitive).
+	Role string
+	// OID is the user's, group's or service principal's object ID (a GUID,
+	// lower case).
+	OID string
+	// Type is EntraPrincipalUser, EntraPrincipalGroup or
+	// EntraPrincipalService.
+	Type string
+	// Tenant, if set, is the tenant (GUID, lower case) the token's tid must
+	// equal; "" = any of Entra.Tenants.
+	Tenant string
+	// Admin allows the admin console; MFA requires "mfa" in the token's amr.
+	Admin bool
+	MFA   bool
+	// File and Line locate the entry, for messages.
+	File string
+	Line int
 }

@@ -75,8 +75,8 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Settings) != len(params) {
-		t.Errorf("%d settings, %d params", len(c.Settings), len(params))
+	if len(c.Settings) != len(params)+len(entraParams) {
+		t.Errorf("%d settings, %d params + %d entra params", len(c.Settings), len(params), len(entraParams))
 	}
 	if !slices.IsSortedFunc(c.Settings, func(a, b Setting) int { return strings.Compare(a.Key, b.Key) }) {
 		t.Error("settings not sorted")

@@ -36,6 +36,7 @@ func applyDefaults(c *Config) {
 		}
 		p.set(c, v)
 	}
+	applyEntraDefaults(c)
 	if c.Databases == nil {
 		c.Databases = map[string]*Database{}
 	}
@@ -87,7 +88,10 @@ func newUser(name, file string, line int) *User {
 // user_max_connections; janitor.c checks user timeouts with "> 0").
 // It also fills an empty DBName with the entry's name, except for the "*"
 // fallback (LookupDatabase fills that one per requested name).
+//
+// It also normalises the Entra settings (normalizeEntra).
 func normalizeOverrides(c *Config) {
+	normalizeEntra(c)
 	for name, db := range c.Databases {
 		if db.MaxDBConnections == 0 {
 			db.MaxDBConnections = -1

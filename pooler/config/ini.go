@@ -142,7 +142,8 @@ func (l *iniLoader) parseLine(file string, lineNo int, raw string, depth int) {
 		return
 	}
 
-	// key = value; a key is bare ([A-Za-z0-9_.*-]) or quoted.
+	// key = value; a key is bare ([A-Za-z0-9_.*-], plus @ and # in
+	// [entra_principals]) or quoted.
 	var key, rest string
 	if q := line[0]; q == '\'' || q == '"' {
 		end := strings.IndexByte(line[1:], q)
@@ -152,8 +153,9 @@ func (l *iniLoader) parseLine(file string, lineNo int, raw string, depth int) {
 		}
 		key, rest = line[1:1+end], line[2+end:]
 	} else {
+		principals := l.section == "entra_principals" && !l.badSect
 		n := 0
-		for n < len(line) && isKeyChar(line[n]) {
+		for n < len(line) && (isKeyChar(line[n]) || principals && isPrincipalKeyChar(line[n])) {
 			n++
 		}
 		key, rest = line[:n], line[n:]
@@ -182,6 +184,10 @@ func (l *iniLoader) parseLine(file string, lineNo int, raw string, depth int) {
 		l.setUser(file, lineNo, key, value)
 	case l.section == "peers":
 		l.setPeer(file, lineNo, key, value)
+	case l.section == "entra":
+		l.setEntra(file, lineNo, key, value)
+	case l.section == "entra_principals":
+		l.setEntraPrincipal(file, lineNo, key, value)
 	}
 }
 
@@ -199,8 +205,14 @@ func (l *iniLoader) startSection(file string, lineNo int, name string) {
 		}
 		l.sawMain = true
 	case "databases", "users", "peers":
+	case "entra":
+		enableEntra(l.c, l.pos, origin{file: file, line: lineNo, key: "[entra]"})
+	case "entra_principals":
+		if _, ok := l.pos["entra_principals"]; !ok {
+			l.pos["entra_principals"] = origin{file: file, line: lineNo, key: "[entra_principals]"}
+		}
 	default:
-		l.errs = append(l.errs, Problem{File: file, Line: lineNo, Message: fmt.Sprintf("invalid section %q (expected pgbouncer, databases, users or peers)", name)})
+		l.errs = append(l.errs, Problem{File: file, Line: lineNo, Message: fmt.Sprintf("invalid section %q (expected pgbouncer, databases, users, peers, entra or entra_principals)", name)})
 		l.section, l.badSect = "", true
 		return
 	}
@@ -409,6 +421,10 @@ func (l *iniLoader) setDatabase(file string, lineNo int, name, value string) {
 			db.TimeZone = v
 		case "application_name":
 			db.ApplicationName = v
+		case "auth_mode":
+			db.AuthMode = v
+		case "server_auth":
+			db.ServerAuth = v
 		case "load_balance_hosts":
 			switch strings.ToLower(v) {
 			case "round-robin":

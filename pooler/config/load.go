@@ -81,6 +81,7 @@ func finish(c *Config, baseDir string, pos positions, extra map[string]string) (
 			*f, _ = resolvePath(*f, baseDir)
 		}
 	}
+	resolveEntraFiles(c, baseDir)
 	if c.AuthFile != "" {
 		p, found := resolvePath(c.AuthFile, baseDir)
 		if !found {

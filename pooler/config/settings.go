@@ -256,7 +256,8 @@ func (p *param) renderedDefault() string {
 }
 
 // buildSettings fills c.Settings from c, plus the rendered values of
-// unimplemented keys the file set (extra, by key name).
+// unimplemented keys the file set (extra, by key name), plus the [entra]
+// keys as "entra.<key>".
 func buildSettings(c *Config, extra map[string]string) {
 	out := make([]Setting, 0, len(params))
 	for i := range params {
@@ -274,6 +275,7 @@ func buildSettings(c *Config, extra map[string]string) {
 		}
 		out = append(out, s)
 	}
+	out = append(out, entraSettings(c)...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	c.Settings = out
 }

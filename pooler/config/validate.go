@@ -25,6 +25,23 @@ const adminDBName = "pgbouncer"
 // negative (per-database and per-user overrides may be -1, "unset"); ports
 // are in range; something is listened on; the admin database name
 // "pgbouncer" is not used for a database or as auth_dbname.
+//
+// Entra: databases' auth_mode (password, entra, both) and server_auth values;
+// auth_mode entra or both and any server_auth but password need Entra
+// enabled, as do principals. When enabled: auth_mode; tenants present and
+// GUIDs; audiences present; authority, graph_endpoint and
+// token_endpoint_authority are https:// URLs (http:// only on loopback:
+// localhost, 127.0.0.0/8, ::1), imds_endpoint an http(s) URL; clock_skew
+// and principal_refresh_interval not negative, jwks_refresh_interval and
+// unknown_kid_refresh_interval positive; principal_query names an existing
+// database in principal_query_database; every principal has a role listed
+// once, a GUID oid, a type user, group or service, and a GUID tenant if
+// any; server_auth passthrough needs an auth mode accepting tokens;
+// client_secret needs client_id, tenant_id and client_secret_file,
+// client_certificate needs client_id, tenant_id and client_cert_file (those
+// files must exist when set); managed_identity and app_service take at most
+// one of client_id, object_id and resource_id; token providers need
+// token_resource.
 func (c *Config) Validate() error {
 	errs, _ := c.validate(nil)
 	return joinProblems(errs)
@@ -157,6 +174,11 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 	if (c.ServerTLS.KeyFile == "") != (c.ServerTLS.CertFile == "") {
 		bad("server_tls_key_file", "server_tls_key_file and server_tls_cert_file must be set together")
 	}
+
+	// Entra ID, and the databases' auth_mode and server_auth.
+	eerrs, ewarns := c.validateEntra(pos)
+	errs = append(errs, eerrs...)
+	warns = append(warns, ewarns...)
 
 	// Logging.
 	if !slices.Contains(syslogFacilities, c.SyslogFacility) {

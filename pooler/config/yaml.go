@@ -42,6 +42,7 @@ type yamlConfig struct {
 	TLS        yamlTLSLegs              `yaml:"tls"`
 	Log        yamlLog                  `yaml:"log"`
 	Network    yamlNetwork              `yaml:"network"`
+	Entra      *yamlEntra               `yaml:"entra"`
 	Databases  map[string]*yamlDatabase `yaml:"databases"`
 	Users      map[string]*yamlUser     `yaml:"users"`
 }
@@ -163,6 +164,8 @@ type yamlDatabase struct {
 	DateStyle        string        `yaml:"datestyle"`
 	TimeZone         string        `yaml:"timezone"`
 	ApplicationName  string        `yaml:"application_name"`
+	AuthMode         string        `yaml:"auth_mode"`
+	ServerAuth       string        `yaml:"server_auth"`
 }
 
 // yamlUser is one users: entry; the keys are [users]'s.
@@ -365,6 +368,8 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 			p.set(c, v)
 		}
 	}
+	_, hasEntra := lines["entra"]
+	errs = append(errs, applyYAMLEntra(c, y.Entra, hasEntra, path, lines, badLines, pos)...)
 	poolMode := func(s, p string) PoolMode {
 		if s == "" {
 			return PoolModeUnset
@@ -393,6 +398,7 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 			db.AuthUser, db.AuthQuery, db.AuthDBName = yd.AuthUser, yd.AuthQuery, yd.AuthDBName
 			db.ConnectQuery = yd.ConnectQuery
 			db.ClientEncoding, db.DateStyle, db.TimeZone, db.ApplicationName = yd.ClientEncoding, yd.DateStyle, yd.TimeZone, yd.ApplicationName
+			db.AuthMode, db.ServerAuth = yd.AuthMode, yd.ServerAuth
 			setInt(&db.Port, yd.Port)
 			setInt(&db.PoolSize, yd.PoolSize)
 			setInt(&db.MinPoolSize, yd.MinPoolSize)
@@ -426,7 +432,9 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 	return c, errs, warns
 }
 
-// walkYAML records the line of every mapping key under its dotted path.
+// walkYAML records the line of every mapping key under its dotted path, and
+// of every mapping that is a list item under "path[index]" (as
+// entra.principals[0]).
 func walkYAML(n *yaml.Node, prefix string, lines map[string]int) {
 	switch n.Kind {
 	case yaml.DocumentNode:
@@ -444,6 +452,17 @@ func walkYAML(n *yaml.Node, prefix string, lines map[string]int) {
 				lines[p] = k.Line
 			}
 			walkYAML(v, p, lines)
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			if item.Kind != yaml.MappingNode {
+				continue
+			}
+			p := fmt.Sprintf("%s[%d]", prefix, i)
+			if _, dup := lines[p]; !dup {
+				lines[p] = item.Line
+			}
+			walkYAML(item, p, lines)
 		}
 	}
 }
@@ -502,6 +521,8 @@ func yamlTypeName(goType string) string {
 		return "a string"
 	case "[]string":
 		return "a list of strings"
+	case "[]config.yamlPrincipal":
+		return "a list of mappings"
 	}
 	if strings.HasPrefix(goType, "config.yaml") || strings.HasPrefix(goType, "map[") {
 		return "a mapping"

@@ -56,7 +56,7 @@ func TestYAMLUnknownKeys(t *testing.T) {
 	}
 	ps := problems(t, err)
 	wantProblem(t, ps, 5, "testdata/bad_unknown.yaml:5: pool.max_clients: unknown key")
-	wantProblem(t, ps, 6, "testdata/bad_unknown.yaml:6: entra: unknown key")
+	wantProblem(t, ps, 6, "testdata/bad_unknown.yaml:6: azure: unknown key")
 	wantProblem(t, ps, 9, "databases.app.sslmode: unknown key")
 	if len(ps) != 3 {
 		t.Errorf("got %d problems: %v", len(ps), err)
@@ -191,17 +191,26 @@ func TestRepositoryPoolerYAML(t *testing.T) {
 		case "listen_addr", "auth_type", "auth_file", "pool_mode", "conffile":
 			continue
 		}
-		if want := params[indexOf(s.Key)].get; want != nil && s.Value != want(d) {
+		if want := paramByKey(t, s.Key).get; want != nil && s.Value != want(d) {
 			t.Errorf("pooler.yaml %s = %q, but the default is %q", s.Key, s.Value, want(d))
 		}
 	}
+	if c.Entra.Enabled {
+		t.Error("the example's entra: block must stay commented out")
+	}
 }
 
-func indexOf(key string) int {
-	for i := range params {
-		if params[i].name == key {
-			return i
+// paramByKey finds the param of a SHOW CONFIG key ("entra.<key>" for the
+// [entra] keys).
+func paramByKey(t *testing.T, key string) *param {
+	t.Helper()
+	if name, ok := strings.CutPrefix(key, "entra."); ok {
+		if p, ok := entraIndex[name]; ok {
+			return p
 		}
+	} else if p, ok := paramIndex[key]; ok {
+		return p
 	}
-	return -1
+	t.Fatalf("no param for SHOW CONFIG key %q", key)
+	return nil
 }
