@@ -43,7 +43,8 @@ func TestMain(m *testing.M) {
 		must(c.CreateRole(ctx, "bob", "bob-pw", "md5"))
 		must(c.CreateRole(ctx, "carol", "carol-pw", "scram-sha-256"))
 		must(c.CreateRole(ctx, "idler", "idler-pw", "scram-sha-256"))
-		must(c.Exec(ctx, "CREATE DATABASE app OWNER alice", "GRANT ALL ON DATABASE app TO bob, carol, idler"))
+		must(c.CreateRole(ctx, "writers", "writers-pw", "scram-sha-256"))
+		must(c.Exec(ctx, "CREATE DATABASE app OWNER alice", "GRANT ALL ON DATABASE app TO bob, carol, idler, writers"))
 		return m.Run()
 	})
 }
@@ -64,7 +65,7 @@ func defaultUserlist(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("\"alice\" \"alice-pw\"\n\"bob\" \"bob-pw\"\n\"carol\" \"%s\"\n\"admin\" \"admin-pw\"\n\"idler\" \"idler-pw\"\n", sec)
+	return fmt.Sprintf("\"alice\" \"alice-pw\"\n\"bob\" \"bob-pw\"\n\"carol\" \"%s\"\n\"admin\" \"admin-pw\"\n\"idler\" \"idler-pw\"\n\"writers\" \"writers-pw\"\n", sec)
 }
 
 // startPooler writes a pgbouncer.ini whose [pgbouncer] section is base

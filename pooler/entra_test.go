@@ -1,0 +1,245 @@
+package pooler_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgwarden/pgwarden/authn/devidp"
+	"github.com/pgwarden/pgwarden/pooler"
+)
+
+// entraIdP starts a development identity provider on loopback.
+func entraIdP(t *testing.T) (*devidp.IdP, string) {
+	t.Helper()
+	idp, err := devidp.New(devidp.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(idp.Handler())
+	t.Cleanup(srv.Close)
+	if err := idp.SetBaseURL(srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	return idp, idp.Tenants()[0]
+}
+
+func mint(t *testing.T, idp *devidp.IdP, spec devidp.TokenSpec) string {
+	t.Helper()
+	tok, err := idp.Mint(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// auditSink captures the JSON audit lines.
+type auditSink struct{ syncBuffer }
+
+func (a *auditSink) events(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(a.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("audit line is not JSON: %q", line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func (a *auditSink) last(t *testing.T) map[string]any {
+	ev := a.events(t)
+	if len(ev) == 0 {
+		t.Fatal("no audit line")
+	}
+	return ev[len(ev)-1]
+}
+
+const (
+	aliceOID  = "11111111-1111-4111-8111-111111111111"
+	appOID    = "22222222-2222-4222-8222-222222222222"
+	groupOID  = "33333333-3333-4333-8333-333333333333"
+	memberOID = "44444444-4444-4444-8444-444444444444"
+)
+
+func entraPooler(t *testing.T, base, tid, extra string) (*instance, *auditSink) {
+	t.Helper()
+	audit := &auditSink{}
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\n"+extra+fmt.Sprintf(`
+[entra]
+authority = %s
+tenants = %s
+graph_endpoint = %s
+allow_plaintext = 1
+[entra_principals]
+alice = oid=%s type=user
+bob = oid=%s type=service
+writers = oid=%s type=group
+admin = oid=%s type=user admin=1
+`, base, tid, base, aliceOID, appOID, groupOID, aliceOID), func(o *pooler.Options) {
+		o.AuditLogger = slog.New(slog.NewJSONHandler(audit, nil))
+	})
+	return in, audit
+}
+
+func TestEntraSignIn(t *testing.T) {
+	idp, tid := entraIdP(t)
+	in, audit := entraPooler(t, idp.BaseURL(), tid, "")
+	ctx := context.Background()
+
+	// A user token for alice's object ID signs in as alice; the server
+	// session uses alice's configured password.
+	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID, UPN: "alice@contoso.com"})
+	conn := in.connect(t, "alice", tok, "app", "default_query_exec_mode=exec")
+	if u := queryString(t, conn, "SELECT current_user"); u != "alice" {
+		t.Fatal(u)
+	}
+	ev := audit.last(t)
+	if ev["result"] != "ok" || ev["method"] != "entra" || ev["oid"] != aliceOID || ev["principal_type"] != "user" || ev["uti"] == "" {
+		t.Fatalf("audit line %v", ev)
+	}
+	if strings.Contains(audit.String(), tok) || strings.Contains(in.logs.String(), tok) {
+		t.Fatal("the token appears in a log")
+	}
+
+	// Passwords still work in mode both.
+	pconn := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
+	queryInt(t, pconn, "SELECT 1")
+
+	// A service principal (app-only token) signs in as bob.
+	app := mint(t, idp, devidp.TokenSpec{OID: appOID, Type: devidp.TypeApp})
+	bconn := in.connect(t, "bob", app, "app", "default_query_exec_mode=exec")
+	if u := queryString(t, bconn, "SELECT current_user"); u != "bob" {
+		t.Fatal(u)
+	}
+
+	// A group member signs in as the group role writers.
+	member := mint(t, idp, devidp.TokenSpec{OID: memberOID, Groups: []string{groupOID}})
+	cconn := in.connect(t, "writers", member, "app", "default_query_exec_mode=exec")
+	if u := queryString(t, cconn, "SELECT current_user"); u != "writers" {
+		t.Fatal(u)
+	}
+
+	// The admin principal may use the console with its token.
+	adm := in.connect(t, "admin", tok, "pgbouncer", "default_query_exec_mode=simple_protocol")
+	if v := queryString(t, adm, "SHOW VERSION"); !strings.HasPrefix(v, "PgBouncer") {
+		t.Fatal(v)
+	}
+
+	for _, tc := range []struct {
+		name, role, reason, msg string
+		spec                    devidp.TokenSpec
+	}{
+		{"expired", "alice", "expired", "The access token has expired", devidp.TokenSpec{OID: aliceOID, Fault: devidp.FaultExpired}},
+		{"wrong audience", "alice", "wrong_audience", "", devidp.TokenSpec{OID: aliceOID, Fault: devidp.FaultWrongAudience}},
+		{"tampered", "alice", "bad_signature", "An error occurred while validating the access token", devidp.TokenSpec{OID: aliceOID, Fault: devidp.FaultTamperedPayload}},
+		{"alg none", "alice", "", "An error occurred while validating the access token", devidp.TokenSpec{OID: aliceOID, Fault: devidp.FaultAlgNone}},
+		{"other oid", "alice", "oid_mismatch", "", devidp.TokenSpec{OID: memberOID}},
+		{"user token for a service role", "bob", "token_type_mismatch", "", devidp.TokenSpec{OID: appOID}},
+		{"not a member", "writers", "not_group_member", "", devidp.TokenSpec{OID: aliceOID, Groups: []string{memberOID}}},
+		{"unknown role", "nobody", "unknown_role", `password authentication failed for user "nobody"`, devidp.TokenSpec{OID: aliceOID}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := mint(t, idp, tc.spec)
+			_, err := pgx.Connect(ctx, in.dsn(tc.role, bad, "app"))
+			if err == nil {
+				t.Fatal("signed in")
+			}
+			if tc.msg != "" && !strings.Contains(pgMessage(err), tc.msg) {
+				t.Fatalf("message %q, want %q", pgMessage(err), tc.msg)
+			}
+			ev := audit.last(t)
+			if ev["result"] != "refused" || (tc.reason != "" && ev["reason"] != tc.reason) {
+				t.Fatalf("audit %v, want reason %q", ev, tc.reason)
+			}
+		})
+	}
+	// 100 KiB of garbage as a password: refused, the process is fine.
+	_, err := pgx.Connect(ctx, in.dsn("alice", "eyJ"+strings.Repeat("A.", 50_000), "app"))
+	if err == nil {
+		t.Fatal("garbage signed in")
+	}
+	queryInt(t, conn, "SELECT 1")
+}
+
+func TestEntraRequiresTLS(t *testing.T) {
+	idp, tid := entraIdP(t)
+	in, audit := entraPooler(t, idp.BaseURL(), tid, "")
+	_ = in
+	// Same pooler without allow_plaintext: reload with it off.
+	b, _ := os.ReadFile(in.iniPath)
+	_ = os.WriteFile(in.iniPath, []byte(strings.Replace(string(b), "allow_plaintext = 1", "allow_plaintext = 0", 1)), 0o600)
+	in.reload(t, "")
+	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID})
+	_, err := pgx.Connect(context.Background(), in.dsn("alice", tok, "app"))
+	if err == nil || !strings.Contains(pgMessage(err), "sslmode=require") {
+		t.Fatalf("token over plaintext TCP: %v", err)
+	}
+	if ev := audit.last(t); ev["reason"] != "tls_required" {
+		t.Fatalf("audit %v", ev)
+	}
+	// Over the Unix socket (local) it is accepted.
+	conn, err := pgx.Connect(context.Background(), fmt.Sprintf("host=%s port=%d user=alice password=%s dbname=app", in.dir, in.port, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+}
+
+func TestEntraRevocationEndsSessions(t *testing.T) {
+	idp, tid := entraIdP(t)
+	in, _ := entraPooler(t, idp.BaseURL(), tid, "")
+	tok := mint(t, idp, devidp.TokenSpec{OID: appOID, Type: devidp.TypeApp})
+	conn := in.connect(t, "bob", tok, "app", "default_query_exec_mode=exec")
+	queryInt(t, conn, "SELECT 1")
+	// Remove bob's principal and reload.
+	b, _ := os.ReadFile(in.iniPath)
+	_ = os.WriteFile(in.iniPath, []byte(strings.Replace(string(b), "bob = oid="+appOID+" type=service\n", "", 1)), 0o600)
+	in.reload(t, "")
+	_, err := conn.Exec(context.Background(), "SELECT 1")
+	if err == nil {
+		t.Fatal("the removed principal's session still works")
+	}
+	_, err = pgx.Connect(context.Background(), in.dsn("bob", tok, "app"))
+	if err == nil {
+		t.Fatal("the removed principal signed in again")
+	}
+}
+
+func TestEntraPassthrough(t *testing.T) {
+	idp, tid := entraIdP(t)
+	ctx := context.Background()
+	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID, Lifetime: time.Hour})
+	// A PostgreSQL role whose password is the token, as a pgaadauth server
+	// would accept it.
+	if err := pg.CreateRole(ctx, "tokrole", tok, "scram-sha-256"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Exec(ctx, "GRANT ALL ON DATABASE app TO tokrole"); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := entraPooler(t, idp.BaseURL(), tid, fmt.Sprintf("[databases]\npassapp = host=127.0.0.1 port=%d dbname=app server_auth=passthrough auth_mode=entra\n", pg.Port))
+	b, _ := os.ReadFile(in.iniPath)
+	_ = os.WriteFile(in.iniPath, append(b, []byte("tokrole = oid="+aliceOID+" type=user\n")...), 0o600)
+	in.reload(t, "")
+	conn := in.connect(t, "tokrole", tok, "passapp", "default_query_exec_mode=exec")
+	if u := queryString(t, conn, "SELECT current_user"); u != "tokrole" {
+		t.Fatal(u)
+	}
+	// Entra only: a password is refused.
+	if _, err := pgx.Connect(ctx, in.dsn("alice", "alice-pw", "passapp")); err == nil {
+		t.Fatal("a password signed in to an entra-only database")
+	}
+}
