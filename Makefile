@@ -5,6 +5,9 @@
 #   make demo          bin/pgwarden demo (throwaway PostgreSQL + pgwarden; Ctrl-C stops both)
 #   make lint          gofmt check + go vet
 #   make staticcheck   staticcheck (fetched with go run; only when asked for)
+#   make bench         quick benchmark (about 2 minutes): pgwarden beside PgBouncer
+#                      and direct PostgreSQL, written to bench/RESULTS.md
+#   make bench-full    the full benchmark matrix (see bench/README.md)
 #
 # PKGS narrows vet/test/lint, e.g. `make test PKGS=./pooler/pgtest/`.
 #
@@ -17,7 +20,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := build
-.PHONY: test build demo lint staticcheck
+.PHONY: test build demo lint staticcheck bench bench-full
 
 test:
 	$(GO) vet $(PKGS)
@@ -39,3 +42,10 @@ lint:
 
 staticcheck:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+
+# BENCHFLAGS adds harness flags, e.g. `make bench BENCHFLAGS='-note "busy machine"'`.
+bench:
+	$(GO) run ./bench -quick $(BENCHFLAGS)
+
+bench-full:
+	$(GO) run ./bench $(BENCHFLAGS)
