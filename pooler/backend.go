@@ -75,7 +75,10 @@ type serverLogin struct {
 func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 	cfg := p.srv.cfg.Load()
 	db := p.database()
-	login := p.loginInfo()
+	login, err := p.loginInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
 	network, addr := serverAddress(cfg, db, p.nextHost())
 	d := net.Dialer{KeepAlive: -1}
 	if cfg.TCPKeepalive {

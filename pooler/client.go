@@ -120,6 +120,12 @@ func (c *clientConn) serve() {
 		}
 		return
 	}
+	if t := c.identity.Token; t != nil && c.cfg.Entra.DisconnectOnTokenExpiry && !t.Exp.IsZero() {
+		// entra disconnect_on_token_expiry: the session ends at the
+		// token's exp, at the next transaction boundary.
+		timer := time.AfterFunc(time.Until(t.Exp), func() { c.endSession(newError(codeEntraTokenExpired, "")) })
+		defer timer.Stop()
+	}
 	if c.admin != nil {
 		err = c.admin.run()
 	} else {

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,5 +243,67 @@ func TestEntraPassthrough(t *testing.T) {
 	// Entra only: a password is refused.
 	if _, err := pgx.Connect(ctx, in.dsn("alice", "alice-pw", "passapp")); err == nil {
 		t.Fatal("a password signed in to an entra-only database")
+	}
+}
+
+// TestEntraManagedIdentityBackend: server connections log in with
+// pgwarden's own token from the managed-identity endpoint (IMDS).
+func TestEntraManagedIdentityBackend(t *testing.T) {
+	idp, tid := entraIdP(t)
+	ctx := context.Background()
+	// pgwarden's own token, as IMDS hands it out; PostgreSQL knows it as
+	// the role's password.
+	own := mint(t, idp, devidp.TokenSpec{OID: appOID, Type: devidp.TypeApp, Lifetime: time.Hour})
+	var imdsCalls atomic.Int32
+	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Metadata") != "true" || r.URL.Query().Get("resource") != "https://ossrdbms-aad.database.windows.net" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		imdsCalls.Add(1)
+		fmt.Fprintf(w, `{"access_token":%q,"expires_on":"%d","resource":"https://ossrdbms-aad.database.windows.net","token_type":"Bearer"}`, own, time.Now().Add(time.Hour).Unix())
+	}))
+	defer imds.Close()
+	if err := pg.CreateRole(ctx, "mirole", own, "scram-sha-256"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Exec(ctx, "GRANT ALL ON DATABASE app TO mirole"); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := entraPooler(t, idp.BaseURL(), tid, fmt.Sprintf("[databases]\nmiapp = host=127.0.0.1 port=%d dbname=app server_auth=managed_identity\n", pg.Port))
+	b, _ := os.ReadFile(in.iniPath)
+	s := strings.Replace(string(b), "[entra]\n", "[entra]\nimds_endpoint = "+imds.URL+"/metadata/identity/oauth2/token\n", 1)
+	_ = os.WriteFile(in.iniPath, []byte(s+"mirole = oid="+aliceOID+" type=user\n"), 0o600)
+	in.reload(t, "")
+	// Two clients signed in with their own tokens; the server sessions run
+	// as mirole with pgwarden's token.
+	for i := 0; i < 2; i++ {
+		tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID})
+		conn := in.connect(t, "mirole", tok, "miapp", "default_query_exec_mode=exec")
+		if u := queryString(t, conn, "SELECT current_user"); u != "mirole" {
+			t.Fatal(u)
+		}
+	}
+	if n := imdsCalls.Load(); n != 1 {
+		t.Fatalf("%d IMDS requests for one cached token", n)
+	}
+}
+
+func TestEntraDisconnectOnTokenExpiry(t *testing.T) {
+	idp, tid := entraIdP(t)
+	in, _ := entraPooler(t, idp.BaseURL(), tid, "")
+	b, _ := os.ReadFile(in.iniPath)
+	_ = os.WriteFile(in.iniPath, []byte(strings.Replace(string(b), "[entra]\n", "[entra]\ndisconnect_on_token_expiry = 1\nclock_skew = 0\n", 1)), 0o600)
+	in.reload(t, "")
+	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID, Lifetime: 2 * time.Second})
+	conn := in.connect(t, "alice", tok, "app", "default_query_exec_mode=exec")
+	queryInt(t, conn, "SELECT 1")
+	time.Sleep(2500 * time.Millisecond) // past the token's exp, on purpose
+	_, err := conn.Exec(context.Background(), "SELECT 1")
+	if err == nil {
+		t.Fatal("session outlived its token")
+	}
+	if !strings.Contains(pgMessage(err), "The access token has expired") && !strings.Contains(err.Error(), "closed") && !strings.Contains(err.Error(), "EOF") {
+		t.Fatalf("got %v", err)
 	}
 }

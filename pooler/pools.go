@@ -267,15 +267,27 @@ func (p *pool) destroy(sc *serverConn) {
 }
 
 // loginInfo returns the credentials for a new server connection.
-func (p *pool) loginInfo() serverLogin {
+func (p *pool) loginInfo(ctx context.Context) (serverLogin, error) {
 	cfg := p.srv.cfg.Load()
+	db := p.database()
+	if kind := cfg.EffectiveServerAuth(db); isTokenProvider(kind) {
+		// pgwarden's own Entra token is the password.
+		prov, err := p.srv.tokenProvider(cfg, kind)
+		if err != nil {
+			return serverLogin{}, wrapError(codeServerLoginFailed, "no Entra token: "+err.Error(), err)
+		}
+		tok, err := prov.Token(ctx)
+		if err != nil {
+			return serverLogin{}, wrapError(codeServerLoginFailed, "no Entra token: "+err.Error(), err)
+		}
+		l := p.baseLogin(db)
+		l.secret, l.hasSecret = authn.Secret{Kind: authn.SecretPlain, Plain: tok.Token}, true
+		return l, nil
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	db := p.mu.db
-	l := serverLogin{user: p.key.user, database: db.DBName, clientKey: p.mu.clientKey, serverKey: p.mu.serverKey}
-	if l.database == "" {
-		l.database = db.Name
-	}
+	l := p.baseLogin(db)
+	l.clientKey, l.serverKey = p.mu.clientKey, p.mu.serverKey
 	switch {
 	case cfg.EffectiveServerAuth(db) == config.ServerAuthPassthrough:
 		// Log in as the role with a client's own token, as Azure's
@@ -293,6 +305,16 @@ func (p *pool) loginInfo() serverLogin {
 		} else if sec, ok := p.srv.pools.dynamicSecret(p.key.user); ok {
 			l.secret, l.hasSecret = authn.ParseSecret(sec), true
 		}
+	}
+	return l, nil
+}
+
+// baseLogin is the role, database and startup parameters of a new server
+// connection, without credentials.
+func (p *pool) baseLogin(db *config.Database) serverLogin {
+	l := serverLogin{user: p.key.user, database: db.DBName}
+	if l.database == "" {
+		l.database = db.Name
 	}
 	for _, kv := range [][2]string{{"client_encoding", db.ClientEncoding}, {"DateStyle", db.DateStyle}, {"TimeZone", db.TimeZone}, {"application_name", db.ApplicationName}} {
 		if kv[1] != "" {

@@ -88,6 +88,8 @@ type Server struct {
 	entra atomic.Pointer[entraSignIn]
 	// audit receives one JSON line per sign-in attempt.
 	audit *slog.Logger
+	// tokens are the providers of pgwarden's own Entra tokens.
+	tokens tokenProviders
 
 	nclients atomic.Int64 // signed-in and signing-in clients, admin excluded
 
