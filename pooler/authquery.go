@@ -2,7 +2,6 @@ package pooler
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"sync"
 	"time"
@@ -107,36 +106,18 @@ func (sc *serverConn) runAuthQuery(query, user string) (string, bool, error) {
 		}
 		switch t {
 		case 'D':
-			if len(body) < 2 {
-				return "", false, fmt.Errorf("auth_query: bad DataRow")
+			row, err := parseDataRow(body)
+			if err != nil {
+				return "", false, fmt.Errorf("auth_query: %w", err)
 			}
-			n := int(binary.BigEndian.Uint16(body))
-			if n != 2 {
-				qerr = fmt.Errorf("expected 2 columns from auth_query, not %d", n)
+			if len(row) != 2 {
+				qerr = fmt.Errorf("expected 2 columns from auth_query, not %d", len(row))
 				continue
 			}
-			rest := body[2:]
-			var vals [2]*string
-			for i := 0; i < 2; i++ {
-				if len(rest) < 4 {
-					return "", false, fmt.Errorf("auth_query: bad DataRow")
-				}
-				l := int(int32(binary.BigEndian.Uint32(rest)))
-				rest = rest[4:]
-				if l < 0 {
-					continue
-				}
-				if l > len(rest) {
-					return "", false, fmt.Errorf("auth_query: bad DataRow")
-				}
-				v := string(rest[:l])
-				vals[i] = &v
-				rest = rest[l:]
-			}
-			if vals[0] != nil && *vals[0] == user {
+			if row[0] != nil && *row[0] == user {
 				found = true
-				if vals[1] != nil {
-					secret = *vals[1]
+				if row[1] != nil {
+					secret = *row[1]
 				} else {
 					// A NULL password can never match.
 					secret = "md5"

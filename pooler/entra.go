@@ -28,7 +28,9 @@ type entraSignIn struct {
 	v          *authn.Validator
 	cfg        config.Entra // the settings v was built from
 	principals atomic.Pointer[authn.Principals]
-	cancel     context.CancelFunc
+	// queried are the principals the last principal_query found.
+	queried atomic.Pointer[[]authn.Principal]
+	cancel  context.CancelFunc
 }
 
 // newEntraSignIn builds the validator (OIDC discovery, JWKS, cache file) for
@@ -105,27 +107,25 @@ func (s *Server) applyEntra(cfg *config.Config) error {
 		}
 		return nil
 	}
-	var next *entraSignIn
 	if old != nil && sameValidatorSettings(old.cfg, cfg.Entra) {
-		before := old.principals.Load()
-		if err := old.setPrincipals(cfg.Entra.Principals); err != nil {
-			return err
-		}
 		old.cfg = cfg.Entra
-		if cfg.Entra.DisconnectOnRevoke {
-			s.revoke(before.Removed(old.principals.Load()))
-		}
-		return nil
+		return old.mergePrincipals(s, cfg, old.queriedPrincipals())
 	}
 	next, err := newEntraSignIn(cfg, s.log)
 	if err != nil {
 		return err
 	}
+	if old != nil {
+		// Start from what the old method knew, so that only principals
+		// that are really gone lose their sessions.
+		next.principals.Store(old.principals.Load())
+		if err := next.mergePrincipals(s, cfg, old.queriedPrincipals()); err != nil {
+			next.close()
+			return err
+		}
+	}
 	s.entra.Store(next)
 	if old != nil {
-		if cfg.Entra.DisconnectOnRevoke {
-			s.revoke(old.principals.Load().Removed(next.principals.Load()))
-		}
 		old.close()
 	}
 	return nil

@@ -307,3 +307,50 @@ func TestEntraDisconnectOnTokenExpiry(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestEntraPrincipalQuery(t *testing.T) {
+	idp, tid := entraIdP(t)
+	ctx := context.Background()
+	owner, err := pg.Connect(ctx, "alice", "alice-pw", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close(ctx)
+	if _, err := owner.Exec(ctx, "CREATE TABLE IF NOT EXISTS entra_map (role text, oid text, type text, admin bool)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Exec(ctx, "DELETE FROM entra_map; INSERT INTO entra_map VALUES ('bob', '"+appOID+"', 'service', false)"); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := entraPooler(t, idp.BaseURL(), tid, fmt.Sprintf("[databases]\npq = host=127.0.0.1 port=%d dbname=app user=alice password=alice-pw\n", pg.Port))
+	b, _ := os.ReadFile(in.iniPath)
+	s := strings.Replace(string(b), "[entra]\n", "[entra]\nprincipal_query = SELECT role, oid, type, admin FROM entra_map\nprincipal_query_database = pq\n", 1)
+	// bob comes from the table only.
+	s = strings.Replace(s, "bob = oid="+appOID+" type=service\n", "", 1)
+	_ = os.WriteFile(in.iniPath, []byte(s), 0o600)
+	in.reload(t, "")
+	tok := mint(t, idp, devidp.TokenSpec{OID: appOID, Type: devidp.TypeApp})
+	var conn *pgx.Conn
+	waitFor(t, 10*time.Second, "bob's principal to be read from the table", func() bool {
+		c, err := pgx.Connect(ctx, in.dsn("bob", tok, "app", "default_query_exec_mode=exec"))
+		if err != nil {
+			return false
+		}
+		conn = c
+		return true
+	})
+	defer conn.Close(ctx)
+	queryInt(t, conn, "SELECT 1")
+	// Remove the row; a RELOAD re-reads the table and ends bob's session.
+	if _, err := owner.Exec(ctx, "DELETE FROM entra_map"); err != nil {
+		t.Fatal(err)
+	}
+	in.reload(t, "")
+	waitFor(t, 10*time.Second, "bob's session to end", func() bool {
+		_, err := conn.Exec(ctx, "SELECT 1")
+		return err != nil
+	})
+	if _, err := pgx.Connect(ctx, in.dsn("bob", tok, "app")); err == nil {
+		t.Fatal("bob signed in after his row was removed")
+	}
+}

@@ -674,6 +674,7 @@ func (ps *poolSet) startJanitor() {
 				case now := <-t.C:
 					ps.janitor()
 					sl.maybeLog(ps, now)
+					ps.srv.maybeRefreshPrincipals(now, false)
 				}
 			}
 		}()

@@ -90,6 +90,8 @@ type Server struct {
 	audit *slog.Logger
 	// tokens are the providers of pgwarden's own Entra tokens.
 	tokens tokenProviders
+	// principalsRefresh runs entra principal_query.
+	principalsRefresh principalRefresher
 
 	nclients atomic.Int64 // signed-in and signing-in clients, admin excluded
 
@@ -184,6 +186,7 @@ func (s *Server) Reload(cfg *config.Config) ([]string, error) {
 		return warnings, err
 	}
 	s.pools.reconfigure(cfg)
+	s.maybeRefreshPrincipals(time.Now(), true)
 	if old.ServerTLS != cfg.ServerTLS {
 		// As PgBouncer ≥ 1.24: changed server TLS settings recycle the
 		// server connections (idle ones now, busy ones at release).
@@ -317,6 +320,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("Serve called before Listen")
 	}
 	s.pools.startJanitor()
+	s.maybeRefreshPrincipals(time.Now(), true)
 	errCh := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func(ln net.Listener) { errCh <- s.acceptLoop(ln) }(ln)
