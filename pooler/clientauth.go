@@ -223,6 +223,11 @@ func (s *Server) passwordAuth(ctx context.Context, cfg *config.Config, ex *AuthE
 		switch rule.method {
 		case hbaReject:
 			return nil, &AuthFailure{Reason: "hba_reject", Public: errLoginRejected()}
+		case hbaEntra:
+			if !cfg.Entra.Enabled {
+				return nil, &AuthFailure{Reason: "entra_not_configured", Public: newError(codeConfigError, "")}
+			}
+			return s.entraAuth(ctx, cfg, ex, config.AuthModeEntra)
 		case hbaPeer:
 			return s.peerAuth(cfg, ex)
 		}

@@ -354,3 +354,30 @@ func TestEntraPrincipalQuery(t *testing.T) {
 		t.Fatal("bob signed in after his row was removed")
 	}
 }
+
+// TestEntraHBAMethod: "entra" in an HBA file selects token sign-in for the
+// rules that name it.
+func TestEntraHBAMethod(t *testing.T) {
+	idp, tid := entraIdP(t)
+	hba := t.TempDir() + "/pg_hba.conf"
+	if err := os.WriteFile(hba, []byte("host app alice 127.0.0.1/32 entra\nhost all all 127.0.0.1/32 scram-sha-256\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, audit := entraPooler(t, idp.BaseURL(), tid, "auth_type = hba\nauth_hba_file = "+hba+"\n[databases]\n")
+	b, _ := os.ReadFile(in.iniPath)
+	// auth_mode = password globally: only the HBA rule asks for tokens.
+	_ = os.WriteFile(in.iniPath, []byte(strings.Replace(string(b), "[entra]\n", "[entra]\nauth_mode = password\n", 1)), 0o600)
+	in.reload(t, "")
+	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID})
+	conn := in.connect(t, "alice", tok, "app", "default_query_exec_mode=exec")
+	queryInt(t, conn, "SELECT 1")
+	if ev := audit.last(t); ev["method"] != "entra" {
+		t.Fatalf("audit %v", ev)
+	}
+	if _, err := pgx.Connect(context.Background(), in.dsn("alice", "alice-pw", "app")); err == nil {
+		t.Fatal("a password passed an entra rule")
+	}
+	// Other rules keep SCRAM.
+	bconn := in.connect(t, "bob", "bob-pw", "app", "default_query_exec_mode=exec")
+	queryInt(t, bconn, "SELECT 1")
+}

@@ -75,6 +75,9 @@ const (
 	hbaSCRAM
 	hbaCert
 	hbaPeer
+	// hbaEntra is pgwarden's own method: an Entra ID access token as the
+	// password (needs [entra]).
+	hbaEntra
 )
 
 var hbaMethods = map[string]hbaMethod{
@@ -85,6 +88,7 @@ var hbaMethods = map[string]hbaMethod{
 	"scram-sha-256": hbaSCRAM,
 	"cert":          hbaCert,
 	"peer":          hbaPeer,
+	"entra":         hbaEntra,
 }
 
 // hbaUnsupportedMethods are PostgreSQL (or PgBouncer) methods pgwarden does
