@@ -53,6 +53,27 @@ func newEntraSignIn(cfg *config.Config, log *slog.Logger) (*entraSignIn, error) 
 		JWKSCacheFile:             e.JWKSCacheFile,
 		GraphEndpoint:             e.GraphEndpoint,
 	}
+	if isTokenProvider(e.ServerAuth) {
+		// Group overage: Graph is asked with pgwarden's own identity (the
+		// global server_auth provider), for Graph's resource.
+		ge := e
+		// The resource is the Graph endpoint itself (national clouds
+		// have their own); a development Graph on loopback stands in for
+		// the public one.
+		ge.TokenResource = strings.TrimSuffix(e.GraphEndpoint, "/")
+		if !strings.HasPrefix(ge.TokenResource, "https://") {
+			ge.TokenResource = authn.DefaultGraphEndpoint
+		}
+		prov, err := newTokenProvider(ge, e.ServerAuth)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("entra: Graph token provider: %w", err)
+		}
+		ec.GraphToken = func(ctx context.Context, _ string) (string, error) {
+			t, err := prov.Token(ctx)
+			return t.Token, err
+		}
+	}
 	v, err := authn.NewValidator(ctx, ec, log)
 	if err != nil {
 		cancel()
@@ -92,7 +113,12 @@ func sameValidatorSettings(a, b config.Entra) bool {
 	return a.Authority == b.Authority && slices.Equal(a.Tenants, b.Tenants) && slices.Equal(a.Audiences, b.Audiences) &&
 		a.ClockSkew == b.ClockSkew && a.JWKSRefreshInterval == b.JWKSRefreshInterval &&
 		a.UnknownKidRefreshInterval == b.UnknownKidRefreshInterval && a.JWKSCacheFile == b.JWKSCacheFile &&
-		a.GraphEndpoint == b.GraphEndpoint
+		a.GraphEndpoint == b.GraphEndpoint &&
+		// The Graph token comes from the global server_auth provider.
+		a.ServerAuth == b.ServerAuth && a.IMDSEndpoint == b.IMDSEndpoint && a.ClientID == b.ClientID &&
+		a.ObjectID == b.ObjectID && a.ResourceID == b.ResourceID && a.TenantID == b.TenantID &&
+		a.ClientSecretFile == b.ClientSecretFile && a.ClientCertFile == b.ClientCertFile &&
+		a.TokenEndpointAuthority == b.TokenEndpointAuthority
 }
 
 // applyEntra builds, replaces or drops the Entra method for a new config,

@@ -381,3 +381,39 @@ func TestEntraHBAMethod(t *testing.T) {
 	bconn := in.connect(t, "bob", "bob-pw", "app", "default_query_exec_mode=exec")
 	queryInt(t, bconn, "SELECT 1")
 }
+
+// TestEntraGroupOverage: a member whose token has too many groups to list
+// is checked with Graph checkMemberGroups, using pgwarden's own
+// managed-identity token.
+func TestEntraGroupOverage(t *testing.T) {
+	idp, err := devidp.New(devidp.Options{Logger: slog.New(slog.DiscardHandler), Groups: map[string][]string{groupOID: {memberOID}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(idp.Handler())
+	defer srv.Close()
+	if err := idp.SetBaseURL(srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	tid := idp.Tenants()[0]
+	in, audit := entraPooler(t, srv.URL, tid, fmt.Sprintf("[databases]\ngapp = host=127.0.0.1 port=%d dbname=app server_auth=password\n", pg.Port))
+	b, _ := os.ReadFile(in.iniPath)
+	s := strings.Replace(string(b), "[entra]\n", "[entra]\nserver_auth = managed_identity\nimds_endpoint = "+srv.URL+"/metadata/identity/oauth2/token\n", 1)
+	// The harness's databases keep password logins.
+	s = strings.Replace(s, "dbname=app\n", "dbname=app server_auth=password\n", 1)
+	s = strings.Replace(s, "dbname=postgres\n", "dbname=postgres server_auth=password\n", 1)
+	_ = os.WriteFile(in.iniPath, []byte(s), 0o600)
+	in.reload(t, "")
+	member := mint(t, idp, devidp.TokenSpec{OID: memberOID, Overage: true})
+	conn := in.connect(t, "writers", member, "gapp", "default_query_exec_mode=exec")
+	if u := queryString(t, conn, "SELECT current_user"); u != "writers" {
+		t.Fatal(u)
+	}
+	outsider := mint(t, idp, devidp.TokenSpec{OID: aliceOID, Overage: true})
+	if _, err := pgx.Connect(context.Background(), in.dsn("writers", outsider, "gapp")); err == nil {
+		t.Fatal("a non-member signed in through Graph")
+	}
+	if ev := audit.last(t); ev["reason"] != "not_group_member" {
+		t.Fatalf("audit %v", ev)
+	}
+}
