@@ -417,3 +417,59 @@ func TestEntraGroupOverage(t *testing.T) {
 		t.Fatalf("audit %v", ev)
 	}
 }
+
+// TestEntraIdPDownAtStart: with jwks_cache_file, a pgwarden that starts
+// while the identity provider is unreachable still signs people in.
+func TestEntraIdPDownAtStart(t *testing.T) {
+	idp, err := devidp.New(devidp.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(idp.Handler())
+	if err := idp.SetBaseURL(srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	tid := idp.Tenants()[0]
+	cache := t.TempDir() + "/jwks.json"
+	first, _ := entraPooler(t, srv.URL, tid, "")
+	b, _ := os.ReadFile(first.iniPath)
+	withCache := strings.Replace(string(b), "[entra]\n", "[entra]\njwks_cache_file = "+cache+"\n", 1)
+	_ = os.WriteFile(first.iniPath, []byte(withCache), 0o600)
+	first.reload(t, "")
+	waitFor(t, 10*time.Second, "the JWKS cache file", func() bool { _, err := os.Stat(cache); return err == nil })
+	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID})
+	srv.Close() // the identity provider goes away
+
+	second, _ := entraPooler(t, srv.URL, tid, "[entra]\njwks_cache_file = "+cache+"\n")
+	conn := second.connect(t, "alice", tok, "app", "default_query_exec_mode=exec")
+	queryInt(t, conn, "SELECT 1")
+}
+
+// TestEntraOverTLS: the production path, tokens over TLS without
+// allow_plaintext, with pgx and psql.
+func TestEntraOverTLS(t *testing.T) {
+	idp, tid := entraIdP(t)
+	f := newTLSFixture(t, t.TempDir(), nil)
+	in, _ := entraPooler(t, idp.BaseURL(), tid, f.clientTLS("require")+"\n")
+	b, _ := os.ReadFile(in.iniPath)
+	_ = os.WriteFile(in.iniPath, []byte(strings.Replace(string(b), "allow_plaintext = 1", "allow_plaintext = 0", 1)), 0o600)
+	in.reload(t, "")
+	for _, spec := range []devidp.TokenSpec{
+		{OID: aliceOID, UPN: "alice@contoso.com"},                               // user
+		{OID: appOID, Type: devidp.TypeApp},                                     // service principal / managed identity
+		{OID: memberOID, Groups: []string{groupOID}},                            // group member
+		{OID: aliceOID, UPN: "alice_fabrikam.com#EXT#@contoso.onmicrosoft.com"}, // guest
+	} {
+		role := map[string]string{aliceOID: "alice", appOID: "bob", memberOID: "writers"}[spec.OID]
+		tok := mint(t, idp, spec)
+		conn := mustConnect(t, in.tlsDSN("127.0.0.1", role, tok, "app", "sslmode=require", "default_query_exec_mode=exec"))
+		if u := queryString(t, conn, "SELECT current_user"); u != role {
+			t.Fatalf("%s: current_user %q", role, u)
+		}
+		ci := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=app sslmode=require", in.port, role)
+		out, err := psql(t, ci, tok, "-Atc", "SELECT current_user")
+		if err != nil || strings.TrimSpace(out) != role {
+			t.Fatalf("psql with a token as %s: %v\n%s", role, err, out)
+		}
+	}
+}
