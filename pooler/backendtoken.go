@@ -3,6 +3,7 @@ package pooler
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -42,7 +43,7 @@ func (s *Server) tokenProvider(cfg *config.Config, kind string) (authn.TokenProv
 	if p, ok := tp.m[key]; ok {
 		return p, nil
 	}
-	p, err := newTokenProvider(e, kind)
+	p, err := newTokenProvider(e, kind, s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -53,8 +54,19 @@ func (s *Server) tokenProvider(cfg *config.Config, kind string) (authn.TokenProv
 	return p, nil
 }
 
-func newTokenProvider(e config.Entra, kind string) (*authn.CachedProvider, error) {
+func newTokenProvider(e config.Entra, kind string, log *slog.Logger) (*authn.CachedProvider, error) {
 	po := authn.ProviderOptions{Resource: e.TokenResource}
+	po.Cache.Observer = func(ev authn.RefreshEvent) {
+		// A failed refresh keeps the current token while it lasts; say so.
+		switch ev.Result {
+		case authn.RefreshOK:
+			log.Debug("entra token refreshed", "provider", ev.Provider, "resource", e.TokenResource, "expires", ev.ExpiresOn)
+		case authn.RefreshFailedKeptToken:
+			log.Warn("entra token refresh failed; using the current token until it expires", "provider", ev.Provider, "resource", e.TokenResource, "expires", ev.ExpiresOn, "err", ev.Err)
+		default:
+			log.Error("entra token refresh failed", "provider", ev.Provider, "resource", e.TokenResource, "err", ev.Err)
+		}
+	}
 	env := func(name, fallback string) string {
 		if fallback != "" {
 			return fallback

@@ -64,7 +64,7 @@ func newEntraSignIn(cfg *config.Config, log *slog.Logger) (*entraSignIn, error) 
 		if !strings.HasPrefix(ge.TokenResource, "https://") {
 			ge.TokenResource = authn.DefaultGraphEndpoint
 		}
-		prov, err := newTokenProvider(ge, e.ServerAuth)
+		prov, err := newTokenProvider(ge, e.ServerAuth, log)
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("entra: Graph token provider: %w", err)
