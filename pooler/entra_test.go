@@ -479,3 +479,27 @@ func TestEntraOverTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestEntraPassthroughPerUser: server_auth set for one role in [users].
+func TestEntraPassthroughPerUser(t *testing.T) {
+	idp, tid := entraIdP(t)
+	ctx := context.Background()
+	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID, Lifetime: time.Hour})
+	if err := pg.CreateRole(ctx, "tokuser", tok, "scram-sha-256"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Exec(ctx, "GRANT ALL ON DATABASE app TO tokuser"); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := entraPooler(t, idp.BaseURL(), tid, "[users]\ntokuser = server_auth=passthrough\n")
+	b, _ := os.ReadFile(in.iniPath)
+	_ = os.WriteFile(in.iniPath, append(b, []byte("tokuser = oid="+aliceOID+" type=user\n")...), 0o600)
+	in.reload(t, "")
+	conn := in.connect(t, "tokuser", tok, "app", "default_query_exec_mode=exec")
+	if u := queryString(t, conn, "SELECT current_user"); u != "tokuser" {
+		t.Fatal(u)
+	}
+	// Other roles on the same database keep their passwords.
+	a := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
+	queryInt(t, a, "SELECT 1")
+}

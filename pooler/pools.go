@@ -116,7 +116,7 @@ func (ps *poolSet) forClient(cfg *config.Config, st *startup, id *Identity) (*po
 	if p.isDisabled() {
 		return nil, newError(codeDatabaseDisabled, st.database)
 	}
-	if id != nil && id.rawToken != "" && id.Token != nil && cfg.EffectiveServerAuth(db) == config.ServerAuthPassthrough {
+	if id != nil && id.rawToken != "" && id.Token != nil && cfg.EffectiveUserServerAuth(db, user) == config.ServerAuthPassthrough {
 		p.tokens.offer(id.rawToken, id.Token.Exp)
 	}
 	if id != nil && db.User == "" {
@@ -270,7 +270,7 @@ func (p *pool) destroy(sc *serverConn) {
 func (p *pool) loginInfo(ctx context.Context) (serverLogin, error) {
 	cfg := p.srv.cfg.Load()
 	db := p.database()
-	if kind := cfg.EffectiveServerAuth(db); isTokenProvider(kind) {
+	if kind := cfg.EffectiveUserServerAuth(db, p.key.user); isTokenProvider(kind) {
 		// pgwarden's own Entra token is the password.
 		prov, err := p.srv.tokenProvider(cfg, kind)
 		if err != nil {
@@ -289,7 +289,7 @@ func (p *pool) loginInfo(ctx context.Context) (serverLogin, error) {
 	l := p.baseLogin(db)
 	l.clientKey, l.serverKey = p.mu.clientKey, p.mu.serverKey
 	switch {
-	case cfg.EffectiveServerAuth(db) == config.ServerAuthPassthrough:
+	case cfg.EffectiveUserServerAuth(db, p.key.user) == config.ServerAuthPassthrough:
 		// Log in as the role with a client's own token, as Azure's
 		// PgBouncer does against a pgaadauth server.
 		if tok, ok := p.tokens.current(time.Now()); ok {

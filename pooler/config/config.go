@@ -170,8 +170,11 @@ type User struct {
 	QueryTimeout           time.Duration
 	IdleTransactionTimeout time.Duration
 	ClientIdleTimeout      time.Duration
-	File                   string
-	Line                   int
+	// ServerAuth overrides the database's server_auth for this role's
+	// pools ("" inherits; see EffectiveUserServerAuth).
+	ServerAuth string
+	File       string
+	Line       int
 }
 
 // Config is pgwarden's whole configuration, from either format. Field

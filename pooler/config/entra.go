@@ -478,6 +478,18 @@ func (c *Config) EffectiveServerAuth(db *Database) string {
 	return s
 }
 
+// EffectiveUserServerAuth is EffectiveServerAuth with the [users] override
+// of the pool's role applied first.
+func (c *Config) EffectiveUserServerAuth(db *Database, user string) string {
+	if u, ok := c.Users[user]; ok && u.ServerAuth != "" {
+		if u.ServerAuth == ServerAuthPassword {
+			return ""
+		}
+		return u.ServerAuth
+	}
+	return c.EffectiveServerAuth(db)
+}
+
 // validAuthMode reports whether m is an auth mode.
 func validAuthMode(m string) bool {
 	return m == AuthModePassword || m == AuthModeEntra || m == AuthModeBoth
@@ -849,4 +861,24 @@ func resolveEntraFiles(c *Config, baseDir string) {
 			*f, _ = resolvePath(*f, baseDir)
 		}
 	}
+}
+
+// validateUserServerAuth checks the [users] server_auth overrides.
+func (c *Config) validateUserServerAuth() (errs []Problem) {
+	for name, u := range c.Users {
+		if u.ServerAuth == "" {
+			continue
+		}
+		p := Problem{File: u.File, Line: u.Line, Key: "users/" + name}
+		switch {
+		case !validServerAuth(u.ServerAuth):
+			p.Message = fmt.Sprintf("invalid server_auth %q (expected %s)", u.ServerAuth, strings.Join(serverAuthValues, ", "))
+		case !c.Entra.Enabled && u.ServerAuth != ServerAuthPassword:
+			p.Message = fmt.Sprintf("server_auth %s needs %s", u.ServerAuth, c.entraSection())
+		default:
+			continue
+		}
+		errs = append(errs, p)
+	}
+	return errs
 }

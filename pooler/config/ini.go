@@ -486,6 +486,8 @@ func (l *iniLoader) setUser(file string, lineNo int, name, value string) {
 			if d, err = connSeconds(k, v); err == nil && d > 0 {
 				l.warns = append(l.warns, Problem{File: file, Line: lineNo, Key: pkey, Message: k + " is " + notImplemented})
 			}
+		case "server_auth":
+			u.ServerAuth = strings.ToLower(v)
 		case "max_user_client_connections":
 			var n int
 			if n, err = connInt(k, v); err == nil && n > 0 {

@@ -56,6 +56,7 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 	warn := func(key, format string, args ...any) {
 		warns = append(warns, pos.problem(c.Path, key, fmt.Sprintf(format, args...)))
 	}
+	errs = append(errs, c.validateUserServerAuth()...)
 
 	// Listening.
 	if c.ListenPort <= 0 || c.ListenPort > 65535 {

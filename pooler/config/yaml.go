@@ -177,6 +177,7 @@ type yamlUser struct {
 	QueryTimeout           *yamlDuration `yaml:"query_timeout"`
 	IdleTransactionTimeout *yamlDuration `yaml:"idle_transaction_timeout"`
 	ClientIdleTimeout      *yamlDuration `yaml:"client_idle_timeout"`
+	ServerAuth             string        `yaml:"server_auth"`
 }
 
 // yamlLeaf ties a pooler.yaml path to its pgbouncer.ini key; val points at
@@ -419,6 +420,7 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 			setDur(&u.QueryTimeout, yu.QueryTimeout)
 			setDur(&u.IdleTransactionTimeout, yu.IdleTransactionTimeout)
 			setDur(&u.ClientIdleTimeout, yu.ClientIdleTimeout)
+			u.ServerAuth = strings.ToLower(yu.ServerAuth)
 			u.PoolMode = poolMode(yu.PoolMode, p+".pool_mode")
 		}
 		c.Users[name] = u
