@@ -102,30 +102,40 @@ func (s *Server) newClientConn(conn net.Conn, unix bool) *clientConn {
 // serve runs the connection to its end. It always closes the socket.
 func (c *clientConn) serve() {
 	s := c.srv
-	defer c.conn.Close()
 	if s.shuttingDown() {
 		c.sendFatal(newError(codeShuttingDown, ""))
+		c.conn.Close()
 		return
 	}
 	s.trackClient(c, true)
-	defer s.trackClient(c, false)
-
 	err := c.login()
-	if c.key != ([8]byte{}) {
-		defer s.cancels.unregister(c.key)
-	}
 	if err != nil {
 		if !errors.Is(err, errCancelHandled) {
 			c.reportError(err)
 		}
+		c.finish()
 		return
 	}
+	// The session runs on a fresh goroutine: sign-in (SCRAM, TLS, token
+	// checks) grows a stack that an idle client would otherwise keep.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		c.session()
+	}()
+}
+
+// session runs a signed-in client until it leaves, then cleans up.
+func (c *clientConn) session() {
+	s := c.srv
+	defer c.finish()
 	if t := c.identity.Token; t != nil && c.cfg.Entra.DisconnectOnTokenExpiry && !t.Exp.IsZero() {
 		// entra disconnect_on_token_expiry: the session ends at the
 		// token's exp, at the next transaction boundary.
 		timer := time.AfterFunc(time.Until(t.Exp), func() { c.endSession(newError(codeEntraTokenExpired, "")) })
 		defer timer.Stop()
 	}
+	var err error
 	if c.admin != nil {
 		err = c.admin.run()
 	} else {
@@ -138,6 +148,16 @@ func (c *clientConn) serve() {
 	if c.cfg.LogDisconnections && c.st != nil {
 		s.log.Info("closing because: client disconnect", "db", c.st.database, "user", c.st.user, "client", c.remote, "age", time.Since(c.connectTime).Round(time.Second).String())
 	}
+}
+
+// finish releases what a client holds once it is gone: its cancel key,
+// its socket and its place in the server's client set.
+func (c *clientConn) finish() {
+	if c.key != ([8]byte{}) {
+		c.srv.cancels.unregister(c.key)
+	}
+	c.conn.Close()
+	c.srv.trackClient(c, false)
 }
 
 // reportError sends a client-facing error as FATAL when err carries one,
