@@ -293,8 +293,12 @@ func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, e
 	if st.database == "pgbouncer" && st.user == "pgbouncer" && c.unix && peerIsSelf(c.raw) {
 		return &Identity{Method: "peer"}, nil
 	}
-	if mode := entraAuthMode(cfg, st.database); mode != config.AuthModePassword {
-		return c.srv.entraAuth(ctx, cfg, ex, mode)
+	// With auth_type = hba the rules decide, tokens included (method
+	// entra); otherwise the database's Entra auth mode does.
+	if cfg.AuthType != config.AuthHBA {
+		if mode := entraAuthMode(cfg, st.database); mode != config.AuthModePassword {
+			return c.srv.entraAuth(ctx, cfg, ex, mode)
+		}
 	}
 	for _, a := range c.srv.opts.Authenticators {
 		if a.Claims(ex) {

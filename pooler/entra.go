@@ -214,6 +214,12 @@ func (s *Server) entraAuth(ctx context.Context, cfg *config.Config, ex *AuthExch
 		return nil, &AuthFailure{Reason: "jwks_unavailable", Public: newError(codeEntraFailed, "")}
 	}
 	secure := ex.TLS || ex.Unix || cfg.Entra.AllowPlaintext
+	if mode == config.AuthModeBoth && !secure {
+		// No token may travel here, so there is no reason to ask for a
+		// clear-text password either: the configured password method
+		// (SCRAM, md5, …) runs as without [entra].
+		return s.passwordAuth(ctx, cfg, ex)
+	}
 	if mode == config.AuthModeEntra && !secure {
 		// Do not even ask: the token would cross the network in clear.
 		return nil, &AuthFailure{Reason: "tls_required", Public: newError(codeEntraTLSRequired, "")}

@@ -191,6 +191,20 @@ func TestEntraRequiresTLS(t *testing.T) {
 	_ = os.WriteFile(in.iniPath, []byte(strings.Replace(string(b), "allow_plaintext = 1", "allow_plaintext = 0", 1)), 0o600)
 	in.reload(t, "")
 	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID})
+	// Mode both over plain TCP: the password method (SCRAM) runs as
+	// without [entra]; passwords work, a token is just a wrong password.
+	pw := in.connect(t, "alice", "alice-pw", "app")
+	queryInt(t, pw, "SELECT 1")
+	if ev := audit.last(t); ev["method"] != "scram" {
+		t.Fatalf("mode both over plain TCP used %v", ev["method"])
+	}
+	if _, err := pgx.Connect(context.Background(), in.dsn("alice", tok, "app")); err == nil {
+		t.Fatal("a token signed in over plain TCP")
+	}
+	// Mode entra: refused before the token is sent, with a hint.
+	b, _ = os.ReadFile(in.iniPath)
+	_ = os.WriteFile(in.iniPath, []byte(strings.Replace(string(b), "[entra]\n", "[entra]\nauth_mode = entra\n", 1)), 0o600)
+	in.reload(t, "")
 	_, err := pgx.Connect(context.Background(), in.dsn("alice", tok, "app"))
 	if err == nil || !strings.Contains(pgMessage(err), "sslmode=require") {
 		t.Fatalf("token over plaintext TCP: %v", err)

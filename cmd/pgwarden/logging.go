@@ -18,7 +18,10 @@ import (
 // SIGHUP and RELOAD reopen the logfile (for logrotate), follow a changed
 // logfile name and verbose level; syslog settings need a restart.
 type logging struct {
-	logger  *slog.Logger
+	logger *slog.Logger
+	// audit gets one JSON object per sign-in attempt, to the same
+	// destinations as the log (stderr unless -q, logfile, syslog).
+	audit   *slog.Logger
 	level   slog.LevelVar
 	verbose int // -v count
 	file    *reopenFile
@@ -51,10 +54,17 @@ func newLogging(cfg *config.Config, o *options, stderr io.Writer) (*logging, err
 			})
 		}
 	}
+	auditHandlers := []slog.Handler{slog.NewJSONHandler(teeWriter(outs), nil)}
+	if l.sys != nil {
+		sink := &syslogSink{w: l.sys}
+		auditHandlers = append(auditHandlers, &syslogHandler{h: slog.NewJSONHandler(sink, &slog.HandlerOptions{ReplaceAttr: dropTimeAndLevel}), s: sink})
+	}
 	if len(handlers) == 1 {
 		l.logger = slog.New(handlers[0])
+		l.audit = slog.New(auditHandlers[0])
 	} else {
 		l.logger = slog.New(multiHandler(handlers))
+		l.audit = slog.New(multiHandler(auditHandlers))
 	}
 	if syslogErr != nil {
 		l.logger.Warn("cannot open syslog; logging without it", "err", syslogErr)

@@ -2,7 +2,9 @@
 //
 //	pgwarden [-d] [-q] [-v…] CONFIG      run with pgbouncer.ini or pooler.yaml
 //	pgwarden check-config CONFIG         validate and list every problem
-//	pgwarden demo                        throwaway PostgreSQL + pgwarden, prints a psql line
+//	pgwarden demo                        throwaway PostgreSQL + dev IdP + pgwarden, prints psql lines
+//	pgwarden dev-idp [-listen ADDR]      development identity provider on loopback
+//	pgwarden dev-token -idp URL [-oid …] mint an access token from a running dev-idp
 //	pgwarden -V | --version
 package main
 
@@ -62,7 +64,13 @@ const usage = `pgwarden is a PgBouncer-compatible PostgreSQL connection pooler.
 Usage:
   pgwarden [OPTION]... CONFIG        run with a pgbouncer.ini or pooler.yaml
   pgwarden check-config CONFIG       validate CONFIG; exit 0 if it is usable
-  pgwarden demo                      start a throwaway PostgreSQL and pgwarden in front of it
+  pgwarden demo                      start a throwaway PostgreSQL and pgwarden in front of it,
+                                     with password and Entra ID token sign-in
+  pgwarden dev-idp [OPTION]...       serve a development identity provider on loopback
+                                     (see pgwarden dev-idp -h)
+  pgwarden dev-token -idp URL [OPTION]...
+                                     print an access token minted by a running dev-idp
+                                     (see pgwarden dev-token -h)
 
 Options:
   -d, --daemon           run in the background (needs logfile or syslog, and pidfile)
@@ -149,6 +157,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return checkConfig(args[1:], stdout)
 		case "demo":
 			return runDemo(args[1:], stdout, stderr)
+		case "dev-idp":
+			return runDevIdP(args[1:], stdout, stderr)
+		case "dev-token":
+			return runDevToken(args[1:], stdout, stderr)
 		}
 	}
 	o, err := parseFlags(args)
@@ -238,7 +250,7 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 	for _, w := range cfg.Warnings {
 		log.Warn(w.Error())
 	}
-	srv, err := pooler.New(cfg, pooler.Options{Logger: log})
+	srv, err := pooler.New(cfg, pooler.Options{Logger: log, AuditLogger: logs.audit})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return &exitError{1, err}

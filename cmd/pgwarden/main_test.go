@@ -303,6 +303,12 @@ func waitReady(t *testing.T, p *proc, port int) {
 // trimmed output.
 func psql(t *testing.T, connString, sql string) (string, error) {
 	t.Helper()
+	return psqlEnv(t, nil, connString, sql)
+}
+
+// psqlEnv is psql with extra environment variables (such as PGPASSWORD).
+func psqlEnv(t *testing.T, env []string, connString, sql string) (string, error) {
+	t.Helper()
 	bin := pgtest.PsqlPath()
 	if bin == "" {
 		t.Fatal("psql not found (install postgresql-client)")
@@ -310,7 +316,7 @@ func psql(t *testing.T, connString, sql string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, connString)
-	cmd.Env = cleanEnv()
+	cmd.Env = cleanEnv(env...)
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
