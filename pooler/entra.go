@@ -92,19 +92,23 @@ func (es *entraSignIn) close() {
 	es.cancel()
 }
 
-// setPrincipals installs the configured principals and returns those that
-// were removed.
+// setPrincipals installs the configured principals.
 func (es *entraSignIn) setPrincipals(list []config.EntraPrincipal) error {
-	ps := make([]authn.Principal, 0, len(list))
-	for _, p := range list {
-		ps = append(ps, authn.Principal{Role: p.Role, OID: strings.ToLower(p.OID), Type: p.Type, Tenant: strings.ToLower(p.Tenant), Admin: p.Admin, MFA: p.MFA, Source: "config"})
-	}
-	set, err := authn.NewPrincipals(ps)
+	set, err := authn.NewPrincipals(configPrincipals(list))
 	if err != nil {
 		return fmt.Errorf("entra principals: %w", err)
 	}
 	es.principals.Store(set)
 	return nil
+}
+
+// configPrincipals converts [entra_principals] entries.
+func configPrincipals(list []config.EntraPrincipal) []authn.Principal {
+	ps := make([]authn.Principal, 0, len(list))
+	for _, p := range list {
+		ps = append(ps, authn.Principal{Role: p.Role, OID: strings.ToLower(p.OID), Type: p.Type, Tenant: strings.ToLower(p.Tenant), Admin: p.Admin, MFA: p.MFA, Source: "config"})
+	}
+	return ps
 }
 
 // sameValidatorSettings reports whether a and b need the same validator

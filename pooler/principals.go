@@ -127,10 +127,9 @@ func (s *Server) refreshPrincipals(ctx context.Context, cfg *config.Config, es *
 // sessions of principals that are gone (entra disconnect_on_revoke).
 func (es *entraSignIn) mergePrincipals(s *Server, cfg *config.Config, queried []authn.Principal) error {
 	configured := map[string]bool{}
-	list := make([]authn.Principal, 0, len(cfg.Entra.Principals)+len(queried))
-	for _, p := range cfg.Entra.Principals {
+	list := configPrincipals(cfg.Entra.Principals)
+	for _, p := range list {
 		configured[p.Role] = true
-		list = append(list, authn.Principal{Role: p.Role, OID: strings.ToLower(p.OID), Type: p.Type, Tenant: strings.ToLower(p.Tenant), Admin: p.Admin, MFA: p.MFA, Source: "config"})
 	}
 	for _, p := range queried {
 		if !configured[p.Role] {
