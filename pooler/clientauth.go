@@ -259,22 +259,7 @@ func (s *Server) authWith(ctx context.Context, cfg *config.Config, ex *AuthExcha
 		if err != nil {
 			return nil, err
 		}
-		if pw == "" {
-			return nil, &AuthFailure{Reason: "empty_password", Public: newError(codePasswordEmpty, "")}
-		}
-		if !known {
-			return nil, authFail(codeAuthFailed, ex.User, "unknown_role")
-		}
-		if !authn.VerifyPlain(sec, ex.User, pw) {
-			return nil, authFail(codeAuthFailed, ex.User, "wrong_password")
-		}
-		id := &Identity{Method: "plain"}
-		if sec.Kind != authn.SecretPlain {
-			// The client gave us the real password: use it for the
-			// server too.
-			id.BackendPassword = pw
-		}
-		return id, nil
+		return checkCleartext(sec, known, ex.User, pw)
 	case config.AuthMD5:
 		if !known || sec.Kind != authn.SecretSCRAM {
 			var salt [4]byte

@@ -275,14 +275,25 @@ func (s *Server) verifyCleartext(ctx context.Context, cfg *config.Config, ex *Au
 	if err != nil {
 		return nil, err
 	}
-	if !known {
-		return nil, authFail(codeAuthFailed, ex.User, "unknown_role")
+	return checkCleartext(sec, known, ex.User, pw)
+}
+
+// checkCleartext verifies a clear-text password against the user's stored
+// secret (plain, md5 or SCRAM).
+func checkCleartext(sec authn.Secret, known bool, user, pw string) (*Identity, error) {
+	if pw == "" {
+		return nil, &AuthFailure{Reason: "empty_password", Public: newError(codePasswordEmpty, "")}
 	}
-	if !authn.VerifyPlain(sec, ex.User, pw) {
-		return nil, authFail(codeAuthFailed, ex.User, "wrong_password")
+	if !known {
+		return nil, authFail(codeAuthFailed, user, "unknown_role")
+	}
+	if !authn.VerifyPlain(sec, user, pw) {
+		return nil, authFail(codeAuthFailed, user, "wrong_password")
 	}
 	id := &Identity{Method: "plain"}
 	if sec.Kind != authn.SecretPlain {
+		// The client gave us the real password: use it for the server
+		// too.
 		id.BackendPassword = pw
 	}
 	return id, nil
