@@ -106,7 +106,10 @@ log_disconnections = 0
 		t.Fatalf("load config: %v", err)
 	}
 	logs := &syncBuffer{}
-	o := pooler.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	o := pooler.Options{
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		AuditLogger: slog.New(slog.NewJSONHandler(logs, nil)),
+	}
 	for _, f := range opts {
 		f(&o)
 	}

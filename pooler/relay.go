@@ -440,18 +440,19 @@ func paramsFingerprint(params map[string]string) string {
 func (c *clientConn) detachOnExit() {
 	c.mu.Lock()
 	att := c.mu.att
-	pumped := false
+	pumped, clean := false, false
 	if att != nil {
 		att.clientGone = true
 		pumped = att.pumped
 		if pumped {
-			// Wake the pump: it may be blocked reading the server.
+			// Wake the pump: it may be blocked reading the server. (The
+			// pump owns att.ss and decides what to do with the server.)
 			_ = att.sc.conn.SetReadDeadline(time.Now())
 		} else {
 			c.mu.att = nil
+			clean = att.clean() && !att.copyIn && att.ss.r == att.ss.w
 		}
 	}
-	clean := att != nil && att.clean() && !att.copyIn && att.ss.r == att.ss.w
 	c.mu.Unlock()
 	if att == nil {
 		return
