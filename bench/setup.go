@@ -290,9 +290,12 @@ func buildPgwarden(ctx context.Context, root, dir string) (string, error) {
 	return out, nil
 }
 
-// goTool is the go command of the toolchain running the harness.
+// goTool is the go command: the one on PATH, else the usual install place.
 func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); isExecutable(p) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	if p := "/usr/local/go/bin/go"; isExecutable(p) {
 		return p
 	}
 	return "go"

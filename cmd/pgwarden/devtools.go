@@ -67,10 +67,10 @@ func runDevIdP(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, devIdPUsage, defaultDevIdPAddr)
 			return nil
 		}
-		return &exitError{2, fmt.Errorf("dev-idp: %v\n\n"+devIdPUsage, err, defaultDevIdPAddr)}
+		return &exitError{2, fmt.Errorf("dev-idp: %v\n\n%s", err, strings.TrimSpace(fmt.Sprintf(devIdPUsage, defaultDevIdPAddr)))}
 	}
 	if fs.NArg() > 0 {
-		return &exitError{2, fmt.Errorf("dev-idp: unexpected argument %q\n\n"+devIdPUsage, fs.Arg(0), defaultDevIdPAddr)}
+		return &exitError{2, fmt.Errorf("dev-idp: unexpected argument %q\n\n%s", fs.Arg(0), strings.TrimSpace(fmt.Sprintf(devIdPUsage, defaultDevIdPAddr)))}
 	}
 	host, _, err := net.SplitHostPort(*listen)
 	if err != nil {

@@ -1,0 +1,326 @@
+package pooler_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// consoleResult runs one console command and returns its column names and
+// rows as text (NULL as "<NULL>").
+func consoleResult(t *testing.T, conn *pgx.Conn, sql string) ([]string, []pgconn.FieldDescription, []map[string]string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// (Result.FieldDescriptions is only filled in when there are rows,
+	// so the ResultReader is read directly.)
+	mrr := conn.PgConn().Exec(ctx, sql)
+	if !mrr.NextResult() {
+		t.Fatalf("%s: no result: %v", sql, mrr.Close())
+	}
+	rr := mrr.ResultReader()
+	fds := append([]pgconn.FieldDescription(nil), rr.FieldDescriptions()...)
+	var raw [][][]byte
+	for rr.NextRow() {
+		var row [][]byte
+		for _, v := range rr.Values() {
+			if v == nil {
+				row = append(row, nil)
+			} else {
+				row = append(row, append([]byte{}, v...))
+			}
+		}
+		raw = append(raw, row)
+	}
+	if _, err := rr.Close(); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	if mrr.NextResult() {
+		t.Fatalf("%s: more than one result", sql)
+	}
+	if err := mrr.Close(); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	var names []string
+	for _, f := range fds {
+		names = append(names, f.Name)
+	}
+	var rows []map[string]string
+	for _, row := range raw {
+		m := map[string]string{}
+		for i, v := range row {
+			if v == nil {
+				m[names[i]] = "<NULL>"
+			} else {
+				m[names[i]] = string(v)
+			}
+		}
+		rows = append(rows, m)
+	}
+	return names, fds, rows
+}
+
+const (
+	tText    = 25
+	tInt4    = 23
+	tInt8    = 20
+	tNumeric = 1700
+	tBytea   = 17
+)
+
+// The reference column lists (shared/reference/pgbouncer.md §2.3), with
+// types: t text, i int4, q int8, N numeric, b bytea.
+var consoleColumns = map[string]string{
+	"SHOW STATS": "database:t,total_server_assignment_count:N,total_xact_count:N,total_query_count:N,total_received:N,total_sent:N,total_xact_time:N,total_query_time:N,total_wait_time:N,total_client_parse_count:N,total_server_parse_count:N,total_bind_count:N,total_client_login_count:N," +
+		"avg_server_assignment_count:N,avg_xact_count:N,avg_query_count:N,avg_recv:N,avg_sent:N,avg_xact_time:N,avg_query_time:N,avg_wait_time:N,avg_client_parse_count:N,avg_server_parse_count:N,avg_bind_count:N,avg_client_login_count:N",
+	"SHOW STATS_TOTALS":   "database:t,server_assignment_count:N,xact_count:N,query_count:N,bytes_received:N,bytes_sent:N,xact_time:N,query_time:N,wait_time:N,client_parse_count:N,server_parse_count:N,bind_count:N,client_login_count:N",
+	"SHOW STATS_AVERAGES": "database:t,server_assignment_count:N,xact_count:N,query_count:N,bytes_received:N,bytes_sent:N,xact_time:N,query_time:N,wait_time:N,avg_client_parse_count:N,avg_server_parse_count:N,avg_bind_count:N,avg_client_login_count:N",
+	"SHOW DATABASES":      "name:t,host:t,port:i,database:t,force_user:t,pool_size:i,min_pool_size:i,reserve_pool_size:i,server_lifetime:i,pool_mode:t,load_balance_hosts:t,max_connections:i,current_connections:i,max_client_connections:i,current_client_connections:i,paused:i,disabled:i",
+	"SHOW USERS":          "name:t,pool_size:t,reserve_pool_size:t,pool_mode:t,max_user_connections:i,current_connections:i,max_user_client_connections:i,current_client_connections:i",
+	"SHOW CLIENTS":        "type:t,user:t,database:t,replication:t,state:t,addr:t,port:i,local_addr:t,local_port:i,connect_time:t,request_time:t,wait:i,wait_us:i,close_needed:i,ptr:t,link:t,remote_pid:i,tls:t,application_name:t,prepared_statements:i,id:i",
+	"SHOW SERVERS":        "type:t,user:t,database:t,replication:t,state:t,addr:t,port:i,local_addr:t,local_port:i,connect_time:t,request_time:t,wait:i,wait_us:i,close_needed:i,ptr:t,link:t,remote_pid:i,tls:t,application_name:t,prepared_statements:i,id:i",
+	"SHOW POOLS":          "database:t,user:t,cl_active:i,cl_waiting:i,cl_active_cancel_req:i,cl_waiting_cancel_req:i,sv_active:i,sv_active_cancel:i,sv_being_canceled:i,sv_idle:i,sv_used:i,sv_tested:i,sv_login:i,maxwait:i,maxwait_us:i,pool_mode:t,load_balance_hosts:t",
+	"SHOW LISTS":          "list:t,items:i",
+	"SHOW MEM":            "name:t,size:i,used:i,free:i,memtotal:i",
+	"SHOW DNS_HOSTS":      "hostname:t,ttl:q,addrs:t",
+	"SHOW DNS_ZONES":      "zonename:t,serial:q,count:i",
+	"SHOW FDS":            "fd:i,task:t,user:t,database:t,addr:t,port:i,cancel:q,link:i,client_encoding:t,std_strings:t,datestyle:t,timezone:t,password:t,scram_client_key:b,scram_server_key:b",
+	"SHOW VERSION":        "version:t",
+	"SHOW STATE":          "key:t,value:t",
+	"SHOW CONFIG":         "key:t,value:t,default:t,changeable:t",
+}
+
+func TestAdminShowColumns(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction")
+	app := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
+	queryInt(t, app, "SELECT 1")
+	admin := in.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	letters := map[uint32]string{tText: "t", tInt4: "i", tInt8: "q", tNumeric: "N", tBytea: "b"}
+	for cmd, want := range consoleColumns {
+		_, fds, _ := consoleResult(t, admin, cmd)
+		var got []string
+		for _, f := range fds {
+			got = append(got, f.Name+":"+letters[f.DataTypeOID])
+		}
+		if strings.Join(got, ",") != want {
+			t.Errorf("%s columns:\n got  %s\n want %s", cmd, strings.Join(got, ","), want)
+		}
+	}
+	_, _, lists := consoleResult(t, admin, "SHOW LISTS")
+	var names []string
+	for _, r := range lists {
+		names = append(names, r["list"])
+	}
+	if got := strings.Join(names, ","); got != "databases,users,peers,pools,peer_pools,free_clients,used_clients,login_clients,free_servers,used_servers,dns_names,dns_zones,dns_queries,dns_pending" {
+		t.Errorf("SHOW LISTS rows %s", got)
+	}
+	// SELECT is an alias of SHOW.
+	if _, _, rows := consoleResult(t, admin, "select lists"); len(rows) != 14 {
+		t.Errorf("select lists: %d rows", len(rows))
+	}
+}
+
+func statsRow(t *testing.T, admin *pgx.Conn, cmd, db string) map[string]string {
+	t.Helper()
+	_, _, rows := consoleResult(t, admin, cmd)
+	for _, r := range rows {
+		if r["database"] == db {
+			return r
+		}
+	}
+	t.Fatalf("%s: no row for %s", cmd, db)
+	return nil
+}
+
+func atoi(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		t.Fatalf("not a number: %q", s)
+	}
+	return n
+}
+
+func TestAdminConsoleStatsAndLists(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\nstats_period = 1")
+	admin := in.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	before := atoi(t, statsRow(t, admin, "SHOW STATS_TOTALS", "app")["xact_count"])
+	app := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec", "application_name=admintest")
+	for i := 0; i < 5; i++ {
+		queryInt(t, app, "SELECT 1")
+	}
+	st := statsRow(t, admin, "SHOW STATS", "app")
+	if n := atoi(t, st["total_xact_count"]); n < before+5 {
+		t.Errorf("total_xact_count %d, want >= %d", n, before+5)
+	}
+	if atoi(t, st["total_query_count"]) < 5 || atoi(t, st["total_received"]) == 0 || atoi(t, st["total_sent"]) == 0 {
+		t.Errorf("SHOW STATS row %v", st)
+	}
+	// Averages over stats_period (1s here) become non-zero with traffic.
+	waitFor(t, 10*time.Second, "avg xact_count > 0", func() bool {
+		queryInt(t, app, "SELECT 1")
+		return atoi(t, statsRow(t, admin, "SHOW STATS_AVERAGES", "app")["xact_count"]) > 0
+	})
+
+	// SHOW CLIENTS: the app client, idle between transactions, and the
+	// console itself.
+	// (The server goes back to the pool just after the client got its
+	// reply, so the client may still show as active for a moment.)
+	var clients []map[string]string
+	var appRow, adminRow map[string]string
+	waitFor(t, 5*time.Second, "the app client to be idle", func() bool {
+		_, _, clients = consoleResult(t, admin, "SHOW CLIENTS")
+		appRow, adminRow = nil, nil
+		for _, r := range clients {
+			switch {
+			case r["user"] == "alice" && r["database"] == "app":
+				appRow = r
+			case r["database"] == "pgbouncer":
+				adminRow = r
+			}
+		}
+		return appRow == nil || appRow["state"] == "idle"
+	})
+	if appRow == nil || adminRow == nil {
+		t.Fatalf("SHOW CLIENTS rows %v", clients)
+	}
+	if appRow["state"] != "idle" || appRow["type"] != "C" || appRow["addr"] != "127.0.0.1" || appRow["local_port"] != strconv.Itoa(in.port) ||
+		appRow["application_name"] != "admintest" || appRow["id"] == "0" || appRow["link"] != "<NULL>" {
+		t.Errorf("app client row %v", appRow)
+	}
+	if _, err := time.Parse("2006-01-02 15:04:05 MST", appRow["connect_time"]); err != nil {
+		t.Errorf("connect_time %q: %v", appRow["connect_time"], err)
+	}
+	if adminRow["state"] != "active" {
+		t.Errorf("console row %v", adminRow)
+	}
+
+	// Inside a transaction the client is active and linked to a server.
+	ctx := context.Background()
+	tx, err := app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := queryInt(t, app, "SELECT pg_backend_pid()")
+	_, _, clients = consoleResult(t, admin, "SHOW CLIENTS")
+	for _, r := range clients {
+		if r["user"] == "alice" && (r["state"] != "active" || r["remote_pid"] != strconv.Itoa(pid)) {
+			t.Errorf("client in a transaction: %v (pid %d)", r, pid)
+		}
+	}
+	_, _, servers := consoleResult(t, admin, "SHOW SERVERS")
+	found := false
+	for _, r := range servers {
+		if r["remote_pid"] == strconv.Itoa(pid) {
+			found = true
+			if r["type"] != "S" || r["state"] != "active" || r["user"] != "alice" || r["database"] != "app" || r["port"] != strconv.Itoa(pg.Port) || r["link"] == "<NULL>" {
+				t.Errorf("server row %v", r)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no server with pid %d in %v", pid, servers)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Back in the pool, the server is idle.
+	waitFor(t, 5*time.Second, "the server to be idle in SHOW SERVERS", func() bool {
+		_, _, servers = consoleResult(t, admin, "SHOW SERVERS")
+		for _, r := range servers {
+			if r["remote_pid"] == strconv.Itoa(pid) {
+				return r["state"] == "idle"
+			}
+		}
+		return false
+	})
+
+	_, _, dbs := consoleResult(t, admin, "SHOW DATABASES")
+	var appDB map[string]string
+	for _, r := range dbs {
+		if r["name"] == "app" {
+			appDB = r
+		}
+	}
+	if appDB == nil || appDB["port"] != strconv.Itoa(pg.Port) || appDB["current_client_connections"] != "1" || appDB["current_connections"] == "0" || appDB["pool_mode"] != "<NULL>" {
+		t.Errorf("SHOW DATABASES app row %v", appDB)
+	}
+	_, _, users := consoleResult(t, admin, "SHOW USERS")
+	var alice map[string]string
+	for _, r := range users {
+		if r["name"] == "alice" {
+			alice = r
+		}
+	}
+	if alice == nil || alice["current_client_connections"] != "1" {
+		t.Errorf("SHOW USERS alice row %v (all %v)", alice, users)
+	}
+	_, _, lists := consoleResult(t, admin, "SHOW LISTS")
+	for _, r := range lists {
+		if r["list"] == "pools" && r["items"] != "1" || r["list"] == "used_clients" && r["items"] != "2" {
+			t.Errorf("SHOW LISTS row %v", r)
+		}
+	}
+}
+
+func TestAdminConsoleKillClient(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\nstats_users = alice")
+	ctx := context.Background()
+	app := in.connect(t, "bob", "bob-pw", "app", "default_query_exec_mode=exec")
+	queryInt(t, app, "SELECT 1")
+	admin := in.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	var id string
+	_, _, clients := consoleResult(t, admin, "SHOW CLIENTS")
+	for _, r := range clients {
+		if r["user"] == "bob" {
+			id = r["id"]
+		}
+	}
+	if id == "" {
+		t.Fatalf("bob not in %v", clients)
+	}
+
+	// A stats user may SHOW, but not KILL_CLIENT nor SHOW FDS.
+	stats := in.connect(t, "alice", "alice-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	consoleResult(t, stats, "SHOW CLIENTS")
+	for _, q := range []string{"KILL_CLIENT " + id, "SHOW FDS", "PAUSE"} {
+		if _, err := stats.Exec(ctx, q); err == nil || pgMessage(err) != "admin access needed" {
+			t.Errorf("%s as stats user: %v", q, err)
+		}
+	}
+
+	for q, msg := range map[string]string{
+		"KILL_CLIENT 999999999": "client not found",
+		"KILL_CLIENT abc":       "invalid client pointer supplied",
+		"SHOW NOPE":             "invalid command 'SHOW NOPE', use SHOW HELP;",
+	} {
+		if _, err := admin.Exec(ctx, q); err == nil || pgMessage(err) != msg {
+			t.Errorf("%s: %v, want %q", q, err, msg)
+		}
+	}
+
+	if _, err := admin.Exec(ctx, "KILL_CLIENT "+id); err != nil {
+		t.Fatal(err)
+	}
+	_, err := app.Exec(ctx, "SELECT 1")
+	if err == nil {
+		t.Fatal("killed client still works")
+	}
+	if !strings.Contains(pgMessage(err), "admin forced disconnect") && !app.IsClosed() {
+		t.Errorf("got %v", err)
+	}
+	waitFor(t, 5*time.Second, "bob to leave SHOW CLIENTS", func() bool {
+		_, _, clients := consoleResult(t, admin, "SHOW CLIENTS")
+		for _, r := range clients {
+			if r["user"] == "bob" {
+				return false
+			}
+		}
+		return true
+	})
+}
