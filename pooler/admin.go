@@ -201,9 +201,19 @@ func (a *adminSession) exec(q string) []byte {
 		target.kill(newError(codeAdminForcedDisconnect, ""))
 		return commandComplete(nil, "KILL_CLIENT")
 	case "disable", "enable":
-		// Needs a check at client login (pool.isDisabled), which this
-		// console cannot reach yet.
-		return adminError(strings.ToUpper(cmd) + " is not supported yet")
+		// New sign-ins to the database are refused ("database "x" is
+		// disabled"); connected clients stay.
+		if arg == "" {
+			return adminError("a database is required")
+		}
+		if arg == "pgbouncer" {
+			return adminError("cannot " + cmd + " admin db: " + arg)
+		}
+		if _, ok := s.cfg.Load().LookupDatabase(arg); !ok {
+			return adminError("no such database: " + arg)
+		}
+		s.pools.setDisabled(arg, cmd == "disable")
+		return commandComplete(nil, strings.ToUpper(cmd))
 	case "shutdown":
 		switch argLower {
 		case "":
@@ -562,7 +572,7 @@ func (s *Server) databaseRows() [][]*string {
 			ip(int64(cfg.EffectivePoolSize(db, db.User))), ip(int64(cfg.EffectiveMinPoolSize(db))),
 			ip(int64(cfg.EffectiveReservePoolSize(db, db.User))), ip(int64(cfg.EffectiveServerLifetime(db) / time.Second)),
 			mode, lb, ip(int64(cfg.EffectiveMaxDBConnections(db))), ip(servers[n]),
-			ip(0), ip(clients[n]), b(paused[n]), ip(0)})
+			ip(0), ip(clients[n]), b(paused[n]), b(s.pools.isDisabled(n))})
 	}
 	return rows
 }

@@ -324,3 +324,26 @@ func TestAdminConsoleKillClient(t *testing.T) {
 		return true
 	})
 }
+
+func TestConsoleDisableEnable(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction")
+	ctx := context.Background()
+	existing := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
+	admin := in.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	if _, err := admin.Exec(ctx, "DISABLE app"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pgx.Connect(ctx, in.dsn("alice", "alice-pw", "app"))
+	if err == nil || !strings.Contains(pgMessage(err), `database "app" is disabled`) {
+		t.Fatalf("sign-in to a disabled database: %v", err)
+	}
+	// Connected clients stay.
+	queryInt(t, existing, "SELECT 1")
+	if _, err := admin.Exec(ctx, "DISABLE"); err == nil || !strings.Contains(pgMessage(err), "a database is required") {
+		t.Fatalf("DISABLE without a database: %v", err)
+	}
+	if _, err := admin.Exec(ctx, "ENABLE app"); err != nil {
+		t.Fatal(err)
+	}
+	in.connect(t, "alice", "alice-pw", "app")
+}

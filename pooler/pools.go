@@ -34,6 +34,9 @@ type poolSet struct {
 		dbLimits   map[string]*limiter
 		userLimits map[string]*limiter
 		paused     bool
+		// disabled are the databases new clients may not sign in to
+		// (console DISABLE/ENABLE).
+		disabled map[string]bool
 	}
 	janitorOnce sync.Once
 	stop        chan struct{}
@@ -334,7 +337,28 @@ func (p *pool) nextHost() string {
 	return h
 }
 
-func (p *pool) isDisabled() bool { return false }
+func (p *pool) isDisabled() bool { return p.srv.pools.isDisabled(p.key.db) }
+
+// isDisabled reports whether DISABLE is in force for database db.
+func (ps *poolSet) isDisabled(db string) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.mu.disabled[db]
+}
+
+// setDisabled applies the console's DISABLE (true) or ENABLE (false).
+func (ps *poolSet) setDisabled(db string, on bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.mu.disabled == nil {
+		ps.mu.disabled = map[string]bool{}
+	}
+	if on {
+		ps.mu.disabled[db] = true
+	} else {
+		delete(ps.mu.disabled, db)
+	}
+}
 
 // welcome returns the pool's ParameterStatus set, logging in a first server
 // connection if none has been seen yet.
