@@ -370,54 +370,13 @@ var poolColumns = []column{
 
 // poolRows reads live pool state for SHOW POOLS.
 func (s *Server) poolRows() [][]*string {
-	type counts struct{ active, waiting int64 }
-	per := map[*pool]*counts{}
-	s.mu.Lock()
-	for c := range s.mu.clients {
-		c.mu.Lock()
-		if c.pool == nil {
-			c.mu.Unlock()
-			continue
-		}
-		k := per[c.pool]
-		if k == nil {
-			k = &counts{}
-			per[c.pool] = k
-		}
-		if c.mu.state == stateWaiting {
-			k.waiting++
-		} else if c.mu.state != stateLogin {
-			k.active++
-		}
-		c.mu.Unlock()
-	}
-	s.mu.Unlock()
 	var rows [][]*string
-	for _, p := range s.pools.list() {
-		k := per[p]
-		if k == nil {
-			k = &counts{}
-		}
-		p.mu.Lock()
-		st := p.mu.main.Stat()
-		var res int32
-		var resIdle int32
-		var resCons int32
-		if p.mu.reserve != nil {
-			rs := p.mu.reserve.Stat()
-			res, resIdle, resCons = rs.AcquiredResources(), rs.IdleResources(), rs.ConstructingResources()
-		}
-		mode := p.poolMode().String()
-		p.mu.Unlock()
-		var maxwait time.Duration
-		if t := p.waitStartMin.Load(); t != 0 {
-			maxwait = time.Since(time.Unix(0, t))
-		}
+	for _, ps := range s.PoolSnapshots() {
 		rows = append(rows, []*string{
-			sp(p.key.db), sp(p.key.user), ip(k.active), ip(k.waiting), ip(0), ip(0),
-			ip(int64(st.AcquiredResources() + res)), ip(0), ip(0), ip(int64(st.IdleResources() + resIdle)), ip(0), ip(0),
-			ip(int64(st.ConstructingResources() + resCons)), ip(int64(maxwait / time.Second)), ip(int64((maxwait % time.Second) / time.Microsecond)),
-			sp(mode), nil,
+			sp(ps.Database), sp(ps.User), ip(int64(ps.ClActive)), ip(int64(ps.ClWaiting)), ip(0), ip(0),
+			ip(int64(ps.SvActive)), ip(0), ip(0), ip(int64(ps.SvIdle)), ip(0), ip(0),
+			ip(int64(ps.SvLogin)), ip(int64(ps.MaxWait / time.Second)), ip(int64((ps.MaxWait % time.Second) / time.Microsecond)),
+			sp(ps.PoolMode), nil,
 		})
 	}
 	return rows

@@ -350,6 +350,9 @@ func (c *clientConn) audit(st *startup, id *Identity, err error, started time.Ti
 	}
 	if ev.Method == "" {
 		ev.Method = string(c.cfg.AuthType)
+		if ev.Method == string(config.AuthSCRAM) {
+			ev.Method = "scram" // as successes name it
+		}
 		if entraAuthMode(c.cfg, st.database) != config.AuthModePassword {
 			ev.Method = "entra"
 		}

@@ -26,8 +26,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgwarden/pgwarden/metrics"
 	"github.com/pgwarden/pgwarden/pooler"
 	"github.com/pgwarden/pgwarden/pooler/config"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // exitError carries a process exit code.
@@ -250,11 +252,14 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 	for _, w := range cfg.Warnings {
 		log.Warn(w.Error())
 	}
-	srv, err := pooler.New(cfg, pooler.Options{Logger: log, AuditLogger: logs.audit})
+	reg := prometheus.NewRegistry()
+	mtr := metrics.New(reg)
+	srv, err := pooler.New(cfg, pooler.Options{Logger: log, AuditLogger: logs.audit, Observer: observer{mtr}})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return &exitError{1, err}
 	}
+	reg.MustRegister(poolCollector(srv))
 	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
 		// A development aid for the benchmarks: profile the whole run,
 		// written when pgwarden exits.
@@ -268,6 +273,13 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		log.Error("cannot start", "err", err)
 		return &exitError{1, err}
 	}
+	stopMetrics, err := startMetricsListener(cfg, reg, srv, log)
+	if err != nil {
+		srv.Shutdown(pooler.ShutdownImmediate)
+		log.Error("cannot start", "err", err)
+		return &exitError{1, fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)}
+	}
+	defer stopMetrics()
 	if cfg.PidFile != "" {
 		pid := strconv.Itoa(os.Getpid())
 		if err := os.WriteFile(cfg.PidFile, []byte(pid+"\n"), 0o644); err != nil {

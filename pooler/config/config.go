@@ -304,6 +304,10 @@ type Config struct {
 	// in pooler.yaml. Entra.Enabled is false when the file has none.
 	Entra Entra
 
+	// Metrics is the Prometheus endpoint ([metrics] in pgbouncer.ini,
+	// metrics: in pooler.yaml; pgwarden's own).
+	Metrics Metrics
+
 	// Databases by name (including "*"), Users by name.
 	Databases map[string]*Database
 	Users     map[string]*User
@@ -448,4 +452,13 @@ type EntraPrincipal struct {
 	// File and Line locate the entry, for messages.
 	File string
 	Line int
+}
+
+// Metrics configures the HTTP listener for /metrics, /healthz and /readyz.
+type Metrics struct {
+	// Listen is host:port; empty (the default) means no listener.
+	Listen string
+	// Pprof mounts net/http/pprof under /debug/pprof/ (only allowed when
+	// Listen is a loopback address).
+	Pprof bool
 }

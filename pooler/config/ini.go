@@ -188,6 +188,30 @@ func (l *iniLoader) parseLine(file string, lineNo int, raw string, depth int) {
 		l.setEntra(file, lineNo, key, value)
 	case l.section == "entra_principals":
 		l.setEntraPrincipal(file, lineNo, key, value)
+	case l.section == "metrics":
+		l.setMetrics(file, lineNo, key, value)
+	}
+}
+
+// setMetrics handles a [metrics] key (pgwarden's own section).
+func (l *iniLoader) setMetrics(file string, lineNo int, key, value string) {
+	bad := func(msg string) {
+		l.errs = append(l.errs, Problem{File: file, Line: lineNo, Key: "metrics/" + key, Message: msg})
+	}
+	switch key {
+	case "listen":
+		l.c.Metrics.Listen = value
+	case "pprof":
+		switch value {
+		case "0":
+			l.c.Metrics.Pprof = false
+		case "1":
+			l.c.Metrics.Pprof = true
+		default:
+			bad("expected 0 or 1")
+		}
+	default:
+		bad("unknown parameter: metrics/" + key)
 	}
 }
 
@@ -207,12 +231,13 @@ func (l *iniLoader) startSection(file string, lineNo int, name string) {
 	case "databases", "users", "peers":
 	case "entra":
 		enableEntra(l.c, l.pos, origin{file: file, line: lineNo, key: "[entra]"})
+	case "metrics":
 	case "entra_principals":
 		if _, ok := l.pos["entra_principals"]; !ok {
 			l.pos["entra_principals"] = origin{file: file, line: lineNo, key: "[entra_principals]"}
 		}
 	default:
-		l.errs = append(l.errs, Problem{File: file, Line: lineNo, Message: fmt.Sprintf("invalid section %q (expected pgbouncer, databases, users, peers, entra or entra_principals)", name)})
+		l.errs = append(l.errs, Problem{File: file, Line: lineNo, Message: fmt.Sprintf("invalid section %q (expected pgbouncer, databases, users, peers, entra, entra_principals or metrics)", name)})
 		l.section, l.badSect = "", true
 		return
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"sort"
 	"strings"
@@ -57,6 +58,17 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 		warns = append(warns, pos.problem(c.Path, key, fmt.Sprintf(format, args...)))
 	}
 	errs = append(errs, c.validateUserServerAuth()...)
+	if m := c.Metrics; m.Listen != "" {
+		host, port, err := net.SplitHostPort(m.Listen)
+		switch {
+		case err != nil || port == "":
+			bad("metrics.listen", "want host:port, not %q", m.Listen)
+		case m.Pprof && !isLoopbackHost(host):
+			bad("metrics.pprof", "pprof is served only on a loopback metrics.listen address, not %q", m.Listen)
+		}
+	} else if c.Metrics.Pprof {
+		bad("metrics.pprof", "needs metrics.listen")
+	}
 
 	// Listening.
 	if c.ListenPort <= 0 || c.ListenPort > 65535 {

@@ -43,6 +43,7 @@ type yamlConfig struct {
 	Log        yamlLog                  `yaml:"log"`
 	Network    yamlNetwork              `yaml:"network"`
 	Entra      *yamlEntra               `yaml:"entra"`
+	Metrics    yamlMetrics              `yaml:"metrics"`
 	Databases  map[string]*yamlDatabase `yaml:"databases"`
 	Users      map[string]*yamlUser     `yaml:"users"`
 }
@@ -371,6 +372,7 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 	}
 	_, hasEntra := lines["entra"]
 	errs = append(errs, applyYAMLEntra(c, y.Entra, hasEntra, path, lines, badLines, pos)...)
+	c.Metrics = Metrics{Listen: y.Metrics.Listen, Pprof: y.Metrics.Pprof}
 	poolMode := func(s, p string) PoolMode {
 		if s == "" {
 			return PoolModeUnset
@@ -597,4 +599,9 @@ func (m *yamlFileMode) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*m = yamlFileMode(v)
 	return nil
+}
+
+type yamlMetrics struct {
+	Listen string `yaml:"listen"`
+	Pprof  bool   `yaml:"pprof"`
 }
