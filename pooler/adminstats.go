@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/puddle/v2"
 	"github.com/pgwarden/pgwarden/pooler/config"
 )
 
@@ -237,13 +236,7 @@ func (s *Server) serverViews() []serverView {
 		}
 	}
 	for _, p := range s.pools.list() {
-		p.mu.Lock()
-		pools := []*puddle.Pool[*serverConn]{p.mu.main, p.mu.reserve}
-		p.mu.Unlock()
-		for _, pp := range pools {
-			if pp == nil {
-				continue
-			}
+		for _, pp := range p.puddles() {
 			for _, res := range pp.AcquireAllIdle() {
 				out = append(out, serverView{sc: res.Value(), pool: p, state: "idle"})
 				res.ReleaseUnused()

@@ -584,14 +584,22 @@ func dbConnChanged(a, b *config.Database) bool {
 // release (RECONNECT).
 func (p *pool) reconnect() {
 	p.mu.Lock()
-	main, reserve := p.mu.main, p.mu.reserve
 	p.mu.welcome = nil
 	p.mu.Unlock()
-	for _, pp := range []*puddle.Pool[*serverConn]{main, reserve} {
-		if pp != nil {
-			pp.Reset()
-		}
+	for _, pp := range p.puddles() {
+		pp.Reset()
 	}
+}
+
+// puddles returns the pool's puddle pools: main, and reserve when
+// configured.
+func (p *pool) puddles() []*puddle.Pool[*serverConn] {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.reserve == nil {
+		return []*puddle.Pool[*serverConn]{p.mu.main}
+	}
+	return []*puddle.Pool[*serverConn]{p.mu.main, p.mu.reserve}
 }
 
 // pauseChan returns a channel closed on resume, or nil when not paused.
@@ -753,12 +761,8 @@ func (ps *poolSet) closeAll() {
 		close(ps.stop)
 	}
 	for _, p := range ps.list() {
-		p.mu.Lock()
-		main, reserve := p.mu.main, p.mu.reserve
-		p.mu.Unlock()
-		main.Close()
-		if reserve != nil {
-			reserve.Close()
+		for _, pp := range p.puddles() {
+			pp.Close()
 		}
 	}
 }
@@ -853,13 +857,7 @@ func (ps *poolSet) evictIdle(p *pool, byDB bool) {
 		if byDB && o.database().Name != name || !byDB && o.key.user != p.key.user {
 			continue
 		}
-		o.mu.Lock()
-		pools := []*puddle.Pool[*serverConn]{o.mu.main, o.mu.reserve}
-		o.mu.Unlock()
-		for _, pp := range pools {
-			if pp == nil {
-				continue
-			}
+		for _, pp := range o.puddles() {
 			for _, res := range pp.AcquireAllIdle() {
 				res.Destroy()
 			}
