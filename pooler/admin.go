@@ -293,6 +293,12 @@ func ip(n int64) *string  { return sp(strconv.FormatInt(n, 10)) }
 func (a *adminSession) show(what, q string) []byte {
 	s := a.c.srv
 	switch what {
+	case "principals":
+		return resultSet(textCols("role", "oid", "type", "tenant", "admin", "mfa", "source"), s.principalRows())
+	case "signins":
+		return resultSet(textCols("time", "client", "database", "role", "method", "tls", "result", "reason", "principal_type", "oid", "upn", "uti", "latency_ms"), s.signinRows())
+	case "jwks":
+		return resultSet(textCols("issuer", "kid", "tenant", "version", "fetched_at", "source"), s.jwksRows())
 	case "version":
 		return resultSet([]column{{"version", oidText}}, [][]*string{{sp("PgBouncer 1.25.2 (pgwarden " + Version + ")")}})
 	case "help":
@@ -652,4 +658,51 @@ func (s *Server) listRows() [][]*string {
 		row("free_servers", 0), row("used_servers", servers), row("dns_names", 0), row("dns_zones", 0),
 		row("dns_queries", 0), row("dns_pending", 0),
 	}
+}
+
+// principalRows is SHOW PRINCIPALS: the Entra principals in force.
+func (s *Server) principalRows() [][]*string {
+	es := s.entra.Load()
+	if es == nil {
+		return nil
+	}
+	var rows [][]*string
+	for _, p := range es.principals.Load().All() {
+		rows = append(rows, []*string{sp(p.Role), sp(p.OID), sp(p.Type), sp(p.Tenant), sp(yesNo(p.Admin)), sp(yesNo(p.MFA)), sp(p.Source)})
+	}
+	return rows
+}
+
+// jwksRows is SHOW JWKS: the signing keys trusted now.
+func (s *Server) jwksRows() [][]*string {
+	es := s.entra.Load()
+	if es == nil {
+		return nil
+	}
+	var rows [][]*string
+	for _, k := range es.v.Keys() {
+		rows = append(rows, []*string{sp(k.Issuer), sp(k.KID), sp(k.Tenant), sp(k.Version), sp(pgTime(k.FetchedAt)), sp(k.Source)})
+	}
+	return rows
+}
+
+// signinRows is SHOW SIGNINS: the last sign-in attempts, newest first.
+func (s *Server) signinRows() [][]*string {
+	var rows [][]*string
+	for _, ev := range s.signins.recent() {
+		result := "ok"
+		if !ev.OK {
+			result = "refused"
+		}
+		rows = append(rows, []*string{sp(pgTime(ev.Time)), sp(ev.Client), sp(ev.Database), sp(ev.User), sp(ev.Method), sp(yesNo(ev.TLS)),
+			sp(result), sp(ev.Reason), sp(ev.PrincipalType), sp(ev.OID), sp(ev.UPN), sp(ev.UTI), sp(strconv.FormatFloat(float64(ev.Latency.Microseconds())/1000, 'f', 3, 64))})
+	}
+	return rows
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

@@ -357,6 +357,7 @@ func (c *clientConn) audit(st *startup, id *Identity, err error, started time.Ti
 			ev.Method = "entra"
 		}
 	}
+	c.srv.signins.add(ev)
 	if obs := c.srv.opts.Observer; obs != nil {
 		obs.SignIn(ev)
 	}

@@ -517,3 +517,42 @@ func TestEntraPassthroughPerUser(t *testing.T) {
 	a := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
 	queryInt(t, a, "SELECT 1")
 }
+
+// TestEntraConsoleViews: SHOW PRINCIPALS, SHOW SIGNINS and SHOW JWKS.
+func TestEntraConsoleViews(t *testing.T) {
+	idp, tid := entraIdP(t)
+	in, _ := entraPooler(t, idp.BaseURL(), tid, "")
+	ctx := context.Background()
+	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID, UPN: "alice@contoso.com"})
+	in.connect(t, "alice", tok, "app")
+	if _, err := pgx.Connect(ctx, in.dsn("alice", "wrong", "app")); err == nil {
+		t.Fatal("wrong password signed in")
+	}
+	admin := in.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	rows := func(q string) [][]any {
+		r, err := admin.Query(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		var out [][]any
+		for r.Next() {
+			v, _ := r.Values()
+			out = append(out, v)
+		}
+		return out
+	}
+	ps := rows("SHOW PRINCIPALS")
+	if len(ps) != 4 || ps[0][0] == "" {
+		t.Fatalf("SHOW PRINCIPALS: %v", ps)
+	}
+	si := rows("SHOW SIGNINS")
+	// Newest first: the admin's own sign-in, the wrong password, the token.
+	if len(si) < 3 || si[1][6] != "refused" || si[1][7] != "wrong_password" || si[2][4] != "entra" || si[2][9] != aliceOID || si[2][10] != "alice@contoso.com" {
+		t.Fatalf("SHOW SIGNINS: %v", si)
+	}
+	keys := rows("SHOW JWKS")
+	if len(keys) < 2 || keys[0][5] != "network" {
+		t.Fatalf("SHOW JWKS: %v", keys)
+	}
+}

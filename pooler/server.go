@@ -92,6 +92,8 @@ type Server struct {
 	tokens tokenProviders
 	// principalsRefresh runs entra principal_query.
 	principalsRefresh principalRefresher
+	// signins are the last sign-in attempts (SHOW SIGNINS).
+	signins signinRing
 
 	nclients atomic.Int64 // signed-in and signing-in clients, admin excluded
 
