@@ -23,9 +23,9 @@ import (
 type observer struct{ m *metrics.Metrics }
 
 func (o observer) SignIn(ev pooler.SignInEvent) {
-	result := "ok"
+	result := metrics.ResultSuccess
 	if !ev.OK {
-		result = "refused"
+		result = "failure"
 	}
 	o.m.SignIn(ev.Method, result, ev.Reason, ev.PrincipalType, ev.Latency)
 }

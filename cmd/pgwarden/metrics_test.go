@@ -64,8 +64,8 @@ listen = 127.0.0.1:%d
 		"pgbouncer_up 1",
 		`pgbouncer_pools_client_active_connections{database="app",user="alice"} 1`,
 		`pgbouncer_stats_totals_sql_transactions_pooled_total{database="app"}`,
-		`pgwarden_signin_attempts_total{method="scram",principal_type="",reason="",result="ok"}`,
-		`pgwarden_signin_attempts_total{method="scram",principal_type="",reason="wrong_password",result="refused"} 1`,
+		`pgwarden_signin_attempts_total{method="scram",principal_type="",reason="",result="success"}`,
+		`pgwarden_signin_attempts_total{method="scram",principal_type="",reason="wrong_password",result="failure"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
