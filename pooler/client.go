@@ -47,6 +47,9 @@ type clientConn struct {
 	params map[string]string
 	// paramsFP is params' fingerprint (paramsFingerprint).
 	paramsFP string
+	// idleBuf is what an idle client waits on: a small buffer instead of
+	// a pooled relay buffer (owned by the session goroutine).
+	idleBuf [idleBufSize]byte
 
 	// writeMu serialises writes to the client socket (server pumps and the
 	// session goroutine may both write).

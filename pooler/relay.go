@@ -7,7 +7,6 @@ import (
 	"net"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/puddle/v2"
@@ -99,6 +98,7 @@ func (c *clientConn) runSession() error {
 	// carries over reads while a long message's body is still arriving.
 	var att *attachment
 	for {
+		idleRead := false
 		if r == w {
 			r, w = 0, 0
 			c.mu.Lock()
@@ -106,26 +106,34 @@ func (c *clientConn) runSession() error {
 			idle := c.mu.att == nil
 			c.mu.Unlock()
 			if remaining == 0 && idle {
-				// Idle between transactions: give the buffer back and
-				// wait for the socket without one.
+				// Idle between transactions: give the relay buffer back
+				// and wait with the client's small one, which holds a
+				// typical request whole.
 				if bufp != nil {
 					putBuf(bufp)
 					bufp, buf = nil, nil
 				}
-				if err := waitReadable(c.conn); err != nil {
+				n, err := c.conn.Read(c.idleBuf[:])
+				if n == 0 && err != nil {
 					return c.readError(err)
 				}
+				bufp = getBuf()
+				buf = *bufp
+				w = copy(buf, c.idleBuf[:n])
+				idleRead = true
 			}
 		}
-		if bufp == nil {
-			bufp = getBuf()
-			buf = *bufp
+		if !idleRead {
+			if bufp == nil {
+				bufp = getBuf()
+				buf = *bufp
+			}
+			n, err := c.conn.Read(buf[w:])
+			if n == 0 && err != nil {
+				return c.readError(err)
+			}
+			w += n
 		}
-		n, err := c.conn.Read(buf[w:])
-		if n == 0 && err != nil {
-			return c.readError(err)
-		}
-		w += n
 		start := r
 		for r < w {
 			if remaining > 0 {
@@ -939,30 +947,3 @@ func (c *clientConn) writeClient(b []byte, p *pool) error {
 	return nil
 }
 
-// waitReadable blocks until conn has bytes to read (or an error or the
-// deadline), without a buffer: idle clients hold no memory but their socket.
-// TLS connections fall through to an ordinary read.
-func waitReadable(conn net.Conn) error {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	var one [1]byte
-	var rerr error
-	err = raw.Read(func(fd uintptr) bool {
-		_, _, e := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if e == syscall.EAGAIN || e == syscall.EINTR {
-			return false
-		}
-		// Data, EOF (n == 0) or an error: let the real read report it.
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	return rerr
-}

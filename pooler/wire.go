@@ -18,6 +18,9 @@ const (
 	// relayBufSize is the size of a pooled relay buffer; PostgreSQL itself
 	// sends and receives in 8 KiB chunks.
 	relayBufSize = 16 << 10
+	// idleBufSize is the read buffer of an idle client: big enough for
+	// most single requests, small enough to keep idle clients cheap.
+	idleBufSize = 512
 	// maxStartupPacket bounds the startup packet (PgBouncer's limit).
 	maxStartupPacket = 10000
 	// maxAuthMessage bounds password and SASL messages: Entra tokens are
