@@ -946,4 +946,3 @@ func (c *clientConn) writeClient(b []byte, p *pool) error {
 	p.stats.sent.Add(int64(len(b)))
 	return nil
 }
-
