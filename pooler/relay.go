@@ -20,7 +20,8 @@ import (
 // ParameterStatus, forwards runs to the client, and in transaction and
 // statement mode hands the server back to its pool at the first
 // ReadyForQuery that leaves nothing in flight. No message is decoded unless
-// the pooler acts on it, and neither side holds a buffer while idle.
+// the pooler acts on it; an idle client holds only a 512-byte read buffer of
+// its own, and an idle server none.
 
 // attachment is a server connection lent to one client. res is owned by the
 // pump goroutine, which alone releases or destroys it. The counters are
