@@ -13,15 +13,17 @@ import (
 	"github.com/pgwarden/pgwarden/pooler/config"
 )
 
-// The relay. The client's serve goroutine reads client bytes, walks the
+// The relay. The client's session goroutine reads client bytes, walks the
 // message headers, attaches a server when a request needs one and forwards
-// whole runs of messages with one write. While a server is attached, a
-// server pump goroutine reads server bytes, watches ReadyForQuery and
-// ParameterStatus, forwards runs to the client, and in transaction and
-// statement mode hands the server back to its pool at the first
-// ReadyForQuery that leaves nothing in flight. No message is decoded unless
-// the pooler acts on it; an idle client holds only a 512-byte read buffer of
-// its own, and an idle server none.
+// whole runs of messages with one write. In transaction and statement mode
+// the same goroutine then reads the server's answer (driveInline), watching
+// ReadyForQuery and ParameterStatus, forwards it in runs, and hands the
+// server back to its pool at the first ReadyForQuery that leaves nothing in
+// flight. Where the client must be able to receive without sending
+// (session mode, a Flush before Sync), a pump goroutine reads the server
+// instead. No message is decoded unless the pooler acts on it; an idle
+// client holds only a 512-byte read buffer of its own, and an idle server
+// none.
 
 // attachment is a server connection lent to one client. res is owned by the
 // pump goroutine, which alone releases or destroys it. The counters are
