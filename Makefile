@@ -20,9 +20,17 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := build
-.PHONY: test build demo lint staticcheck bench bench-full
+.PHONY: test build demo deps lint staticcheck bench bench-full
 
-test:
+# deps installs what a fresh Debian machine lacks (PostgreSQL server and
+# client, pgbench, make/gcc) with apt, as .ci/run does; it does nothing when
+# they are present. Installing needs root.
+deps:
+	@if [ -z "$$PGWARDEN_DEPS_DONE" ] && ! { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } ; then \
+		bash .ci/run --install-only; \
+	fi
+
+test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
@@ -31,7 +39,7 @@ build:
 
 # Built, then run (not `go run`, which exits 1 on Ctrl-C and makes make
 # report an error after a clean stop).
-demo:
+demo: deps
 	$(GO) build -o bin/pgwarden ./cmd/pgwarden
 	bin/pgwarden demo
 
