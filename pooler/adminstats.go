@@ -16,9 +16,15 @@ import (
 // Read-only views of pools, clients and servers for the admin console's
 // SHOW commands, plus the console's own state (the stats_period averages).
 
-// dbStats are cumulative counters of one database, summed over its pools.
+// dbStats are cumulative counters summed over pools (one database's, or
+// all of them for the stats: log line).
 type dbStats struct {
 	assign, xacts, queries, recv, sent, xactTime, queryTime, waitTime int64
+}
+
+func (a dbStats) add(b dbStats) dbStats {
+	return dbStats{a.assign + b.assign, a.xacts + b.xacts, a.queries + b.queries, a.recv + b.recv,
+		a.sent + b.sent, a.xactTime + b.xactTime, a.queryTime + b.queryTime, a.waitTime + b.waitTime}
 }
 
 func (a dbStats) sub(b dbStats) dbStats {

@@ -865,23 +865,11 @@ func (ps *poolSet) evictIdle(p *pool, byDB bool) {
 	}
 }
 
-// statsTotals are the counters summed over all pools.
-type statsTotals struct {
-	xacts, queries, recv, sent, xactTime, queryTime, waitTime, waits int64
-}
-
-func (ps *poolSet) totals() statsTotals {
-	var t statsTotals
-	for _, p := range ps.list() {
-		st := &p.stats
-		t.xacts += st.xactCount.Load()
-		t.queries += st.queryCount.Load()
-		t.recv += st.recv.Load()
-		t.sent += st.sent.Load()
-		t.xactTime += st.xactTime.Load()
-		t.queryTime += st.queryTime.Load()
-		t.waitTime += st.waitTime.Load()
-		t.waits += st.assignCnt.Load()
+// totals sums every pool's counters.
+func (ps *poolSet) totals() dbStats {
+	var t dbStats
+	for _, d := range ps.srv.statsByDB() {
+		t = t.add(d)
 	}
 	return t
 }
@@ -890,7 +878,7 @@ func (ps *poolSet) totals() statsTotals {
 // stats_period). It is owned by the janitor goroutine.
 type statsLogger struct {
 	last time.Time
-	prev statsTotals
+	prev dbStats
 }
 
 func (sl *statsLogger) maybeLog(ps *poolSet, now time.Time) {
@@ -901,12 +889,7 @@ func (sl *statsLogger) maybeLog(ps *poolSet, now time.Time) {
 	}
 	cur := ps.totals()
 	secs := now.Sub(sl.last).Seconds()
-	d := statsTotals{
-		xacts: cur.xacts - sl.prev.xacts, queries: cur.queries - sl.prev.queries,
-		recv: cur.recv - sl.prev.recv, sent: cur.sent - sl.prev.sent,
-		xactTime: cur.xactTime - sl.prev.xactTime, queryTime: cur.queryTime - sl.prev.queryTime,
-		waitTime: cur.waitTime - sl.prev.waitTime, waits: cur.waits - sl.prev.waits,
-	}
+	d := cur.sub(sl.prev)
 	sl.last, sl.prev = now, cur
 	if !cfg.LogStats {
 		return
@@ -919,5 +902,5 @@ func (sl *statsLogger) maybeLog(ps *poolSet, now time.Time) {
 	}
 	ps.srv.log.Info(fmt.Sprintf("stats: %d xacts/s, %d queries/s, in %d B/s, out %d B/s, xact %d us, query %d us, wait %d us",
 		int64(float64(d.xacts)/secs), int64(float64(d.queries)/secs), int64(float64(d.recv)/secs), int64(float64(d.sent)/secs),
-		avg(d.xactTime, d.xacts), avg(d.queryTime, d.queries), avg(d.waitTime, d.waits)))
+		avg(d.xactTime, d.xacts), avg(d.queryTime, d.queries), avg(d.waitTime, d.assign)))
 }
