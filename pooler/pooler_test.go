@@ -191,31 +191,48 @@ func TestTransactionSpansStatements(t *testing.T) {
 	if _, err := tx.Exec(ctx, "CREATE TEMP TABLE tt (x int) ON COMMIT DROP"); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan int, 1)
-	go func() {
-		var n int
-		_ = b.QueryRow(ctx, "SELECT 42").Scan(&n)
-		done <- n
-	}()
+	blockedUntil(t, "client b's query (a's transaction holds the only server)", func() error {
+		if n := queryIntE(b, "SELECT 42"); n != 42 {
+			return fmt.Errorf("got %d", n)
+		}
+		return nil
+	}, func() {
+		if _, err := tx.Exec(ctx, "INSERT INTO tt VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// blockedUntil runs query in the background, checks that it is still
+// waiting after 300 ms (a negative check: the wait is the thing tested),
+// calls release, and then expects query to finish without error within 10 s.
+func blockedUntil(t *testing.T, what string, query func() error, release func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- query() }()
 	select {
-	case <-done:
-		t.Fatal("client b got a server while a's transaction was open on the only one")
-	case <-time.After(200 * time.Millisecond):
+	case err := <-done:
+		t.Fatalf("%s did not wait (%v)", what, err)
+	case <-time.After(300 * time.Millisecond):
 	}
-	if _, err := tx.Exec(ctx, "INSERT INTO tt VALUES (1)"); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	select {
-	case n := <-done:
-		if n != 42 {
-			t.Fatal(n)
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("client b never got the server")
+		t.Fatalf("%s never ran", what)
 	}
+}
+
+func queryIntE(conn *pgx.Conn, sql string) int {
+	var n int
+	_ = conn.QueryRow(context.Background(), sql).Scan(&n)
+	return n
 }
 
 func TestErrorsInsideTransaction(t *testing.T) {
@@ -443,24 +460,11 @@ func TestPauseResume(t *testing.T) {
 	if _, err := admin.Exec(ctx, "PAUSE"); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { _, err := app.Exec(ctx, "SELECT 1"); done <- err }()
-	select {
-	case err := <-done:
-		t.Fatalf("query ran while paused: %v", err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	if _, err := admin.Exec(ctx, "RESUME"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
+	blockedUntil(t, "a query while paused", func() error { _, err := app.Exec(ctx, "SELECT 1"); return err }, func() {
+		if _, err := admin.Exec(ctx, "RESUME"); err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("query did not resume")
-	}
+	})
 }
 
 func TestClientDisappearsMidTransaction(t *testing.T) {

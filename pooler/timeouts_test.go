@@ -402,24 +402,13 @@ func TestMaxUserConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	queryIntTx(t, tx, "SELECT 1")
-	done := make(chan error, 1)
-	go func() { _, err := b.Exec(ctx, "SELECT 1"); done <- err }()
-	select {
-	case err := <-done:
-		t.Fatalf("alice got a second server connection past max_user_connections = 1 (%v)", err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the waiting query never ran")
-	}
+	blockedUntil(t, "alice's second server connection past max_user_connections = 1",
+		func() error { _, err := b.Exec(ctx, "SELECT 1"); return err },
+		func() {
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
 }
 
 func TestServerResetQueryAlways(t *testing.T) {
