@@ -47,9 +47,21 @@ type clientConn struct {
 	params map[string]string
 	// paramsFP is params' fingerprint (paramsFingerprint).
 	paramsFP string
-	// idleBuf is what an idle client waits on: a small buffer instead of
-	// a pooled relay buffer (owned by the session goroutine).
-	idleBuf [idleBufSize]byte
+	// idleBufp is what an idle client waits on: a small pooled buffer
+	// instead of a relay buffer, held while a goroutine runs the session
+	// (park.go).
+	idleBufp *[idleBufSize]byte
+	// parkable is set at session start for clients that may be parked
+	// when idle; parkRegistered while the parker's watcher knows the
+	// socket. Both belong to whoever runs the session.
+	parkable       bool
+	parkRegistered bool
+	// parkState and idleSince are shared with the parker (park.go).
+	parkState atomic.Int32
+	idleSince atomic.Int64 // UnixNano when the client last went idle
+	// expiry ends the session at the token's exp (entra
+	// disconnect_on_token_expiry); stopped when the session ends.
+	expiry *time.Timer
 
 	// writeMu serialises writes to the client socket (server pumps and the
 	// session goroutine may both write).
@@ -123,33 +135,53 @@ func (c *clientConn) serve() {
 	// checks) grows a stack that an idle client would otherwise keep.
 	s.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
-		c.session()
+		if !c.session() {
+			s.wg.Done()
+		}
 	}()
 }
 
-// session runs a signed-in client until it leaves, then cleans up.
-func (c *clientConn) session() {
-	s := c.srv
-	defer c.finish()
+// session runs a signed-in client until it leaves, then cleans up. It
+// returns true when the client was parked instead (park.go): the session
+// then keeps its place in the server's WaitGroup and resumes later.
+func (c *clientConn) session() (parked bool) {
 	if t := c.identity.Token; t != nil && c.cfg.Entra.DisconnectOnTokenExpiry && !t.Exp.IsZero() {
 		// entra disconnect_on_token_expiry: the session ends at the
 		// token's exp, at the next transaction boundary.
-		timer := time.AfterFunc(time.Until(t.Exp), func() { c.endSession(newError(codeEntraTokenExpired, "")) })
-		defer timer.Stop()
+		c.expiry = time.AfterFunc(time.Until(t.Exp), func() { c.endSession(newError(codeEntraTokenExpired, "")) })
 	}
-	var err error
 	if c.admin != nil {
-		err = c.admin.run()
-	} else {
-		defer s.nclients.Add(-1)
-		err = c.runSession()
+		c.endOfSession(c.admin.run())
+		return false
 	}
+	c.parkable = !c.tls && c.srv.parker.Load() != nil
+	return c.relay()
+}
+
+// relay runs (or resumes) a signed-in client's relay and cleans up when the
+// session ends; it returns true when the client was parked instead.
+func (c *clientConn) relay() (parked bool) {
+	err := c.runSession()
+	if err == errParked {
+		return true
+	}
+	c.srv.nclients.Add(-1)
+	c.endOfSession(err)
+	return false
+}
+
+// endOfSession reports why the session ended and releases the client.
+func (c *clientConn) endOfSession(err error) {
+	defer c.finish()
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	c.releaseIdleBuf()
 	if err != nil {
 		c.reportError(err)
 	}
 	if c.cfg.LogDisconnections && c.st != nil {
-		s.log.Info("closing because: client disconnect", "db", c.st.database, "user", c.st.user, "client", c.remote, "age", time.Since(c.connectTime).Round(time.Second).String())
+		c.srv.log.Info("closing because: client disconnect", "db", c.st.database, "user", c.st.user, "client", c.remote, "age", time.Since(c.connectTime).Round(time.Second).String())
 	}
 }
 
@@ -159,6 +191,7 @@ func (c *clientConn) finish() {
 	if c.key != ([8]byte{}) {
 		c.srv.cancels.unregister(c.key)
 	}
+	c.unregisterPark()
 	c.conn.Close()
 	c.srv.trackClient(c, false)
 }
@@ -212,6 +245,9 @@ func (c *clientConn) kill(pe *pgError) {
 	c.killErr.CompareAndSwap(nil, pe)
 	c.sendFatal(pe)
 	c.raw.Close()
+	// A parked client has no goroutine to notice: start one, which finds
+	// the socket closed and ends the session.
+	c.resumeIfParked()
 }
 
 // requestClose asks the session to end at its next transaction boundary.

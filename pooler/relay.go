@@ -85,8 +85,12 @@ func (ss *serverStream) free() {
 func (a *attachment) clean() bool { return a.inFlight == 0 && !a.partial && a.txStatus == 'I' }
 
 // runSession relays until the client terminates or an error occurs.
-func (c *clientConn) runSession() error {
-	defer c.detachOnExit()
+func (c *clientConn) runSession() (err error) {
+	defer func() {
+		if err != errParked { // a parked client may already run elsewhere
+			c.detachOnExit()
+		}
+	}()
 	var bufp *[]byte
 	defer func() {
 		if bufp != nil {
@@ -116,13 +120,13 @@ func (c *clientConn) runSession() error {
 					putBuf(bufp)
 					bufp, buf = nil, nil
 				}
-				n, err := c.conn.Read(c.idleBuf[:])
-				if n == 0 && err != nil {
-					return c.readError(err)
+				req, err := c.readIdle()
+				if err != nil {
+					return err
 				}
 				bufp = getBuf()
 				buf = *bufp
-				w = copy(buf, c.idleBuf[:n])
+				w = copy(buf, req)
 				idleRead = true
 			}
 		}

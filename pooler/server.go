@@ -96,6 +96,9 @@ type Server struct {
 	signins signinRing
 
 	nclients atomic.Int64 // signed-in and signing-in clients, admin excluded
+	// parker parks idle clients (park.go); set by Serve before the first
+	// accept, nil where the platform cannot.
+	parker atomic.Pointer[parker]
 
 	mu struct {
 		sync.Mutex
@@ -322,6 +325,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("Serve called before Listen")
 	}
 	s.pools.startJanitor()
+	s.parker.Store(newParker(s))
 	s.maybeRefreshPrincipals(time.Now(), true)
 	errCh := make(chan error, len(lns))
 	for _, ln := range lns {
@@ -331,6 +335,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stop()
 	<-s.doneCh
 	s.wg.Wait()
+	s.parker.Load().close()
 	s.pools.closeAll()
 	if es := s.entra.Swap(nil); es != nil {
 		es.close()
