@@ -60,7 +60,7 @@ type instance struct {
 
 // userlist is the default auth file: plaintext for alice and bob, carol's
 // real SCRAM secret (filled in at start), and an admin.
-func defaultUserlist(t *testing.T) string {
+func defaultUserlist(t testing.TB) string {
 	sec, err := pg.RoleSecret(context.Background(), "carol")
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func defaultUserlist(t *testing.T) string {
 
 // startPooler writes a pgbouncer.ini whose [pgbouncer] section is base
 // settings plus extra lines, and starts pgwarden on a free port.
-func startPooler(t *testing.T, extra string, opts ...func(*pooler.Options)) *instance {
+func startPooler(t testing.TB, extra string, opts ...func(*pooler.Options)) *instance {
 	t.Helper()
 	dir := t.TempDir()
 	port, err := pgtest.FreePort()
@@ -155,7 +155,7 @@ func (in *instance) dsn(user, password, db string, extra ...string) string {
 	return s
 }
 
-func (in *instance) connect(t *testing.T, user, password, db string, extra ...string) *pgx.Conn {
+func (in *instance) connect(t testing.TB, user, password, db string, extra ...string) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -381,8 +381,7 @@ func (p *pool) welcome(ctx context.Context) ([]param, error) {
 // acquire waits for a server connection, first come first served, up to
 // query_wait_timeout; after reserve_pool_timeout of waiting it may also take
 // one from the reserve pool. The caller owns the returned resource.
-func (p *pool) acquire(ctx context.Context) (*puddle.Resource[*serverConn], error) {
-	cfg := p.srv.cfg.Load()
+func (p *pool) acquire() (*puddle.Resource[*serverConn], error) {
 	start := time.Now()
 	p.waiting.Add(1)
 	p.waitStartMin.CompareAndSwap(0, start.UnixNano())
@@ -391,18 +390,48 @@ func (p *pool) acquire(ctx context.Context) (*puddle.Resource[*serverConn], erro
 			p.waitStartMin.Store(0)
 		}
 	}()
-	if cfg.QueryWaitTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.QueryWaitTimeout)
-		defer cancel()
+	res := p.tryIdle()
+	var err error
+	if res == nil {
+		ctx := context.Background()
+		if cfg := p.srv.cfg.Load(); cfg.QueryWaitTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, cfg.QueryWaitTimeout)
+			defer cancel()
+		}
+		res, err = p.acquireRaw(ctx)
 	}
-	res, err := p.acquireRaw(ctx)
 	p.stats.waitTime.Add(time.Since(start).Microseconds())
 	if err != nil {
 		return nil, err
 	}
 	p.stats.assignCnt.Add(1)
 	return res, nil
+}
+
+// tryIdle takes an idle, usable server when the pool is not paused, without
+// waiting: the usual case, which then arms no query_wait_timeout timer.
+func (p *pool) tryIdle() *puddle.Resource[*serverConn] {
+	for {
+		p.mu.Lock()
+		main, paused := p.mu.main, p.mu.paused
+		p.mu.Unlock()
+		if paused {
+			return nil
+		}
+		// Only when one is idle: TryAcquire on an empty pool would start
+		// a construction in the background.
+		if main.Stat().IdleResources() == 0 {
+			return nil
+		}
+		res, err := main.TryAcquire(context.Background())
+		if err != nil {
+			return nil
+		}
+		if p.usable(res) {
+			return res
+		}
+	}
 }
 
 func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], error) {

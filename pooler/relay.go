@@ -1,7 +1,6 @@
 package pooler
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -52,7 +51,8 @@ type attachment struct {
 	// pumped is set once a pump goroutine owns the server side; before
 	// that the session goroutine drives the server inline and owns res.
 	pumped bool
-	done   chan struct{}
+	done   chan struct{} // made with pumped, closed when the pump ends
+
 	// ss holds server bytes read but not yet forwarded; it belongs to
 	// whoever drives the server side.
 	ss serverStream
@@ -214,6 +214,7 @@ func (c *clientConn) afterForward(att *attachment, sawFlush bool) error {
 	needPump := !inline && sawFlush && att.partial
 	if needPump {
 		att.pumped = true
+		att.done = make(chan struct{})
 	}
 	c.mu.Unlock()
 	switch {
@@ -330,18 +331,18 @@ func (c *clientConn) forward(att *attachment, b []byte) error {
 // in line with the client's, and starts the server pump.
 func (c *clientConn) attach() (*attachment, error) {
 	c.mu.Lock()
-	stop := c.mu.wantStop
-	why := c.stopReasonLocked()
-	c.mu.Unlock()
-	if stop {
+	if c.mu.wantStop {
+		why := c.stopReasonLocked()
+		c.mu.Unlock()
 		return nil, why
 	}
+	c.mu.Unlock()
 	p := c.pool
 	c.mu.Lock()
 	c.mu.state = stateWaiting
 	c.mu.waitFrom = time.Now()
 	c.mu.Unlock()
-	res, err := p.acquire(context.Background())
+	res, err := p.acquire()
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +355,7 @@ func (c *clientConn) attach() (*attachment, error) {
 		}
 		return nil, err
 	}
-	att := &attachment{res: res, sc: sc, pool: p, mode: p.poolMode(), txStatus: 'I', xactStart: time.Now(), done: make(chan struct{})}
+	att := &attachment{res: res, sc: sc, pool: p, mode: p.poolMode(), txStatus: 'I', xactStart: time.Now()}
 	c.mu.Lock()
 	c.mu.att = att
 	c.mu.state = stateActive
@@ -362,6 +363,7 @@ func (c *clientConn) attach() (*attachment, error) {
 		// In session mode the client must receive notifications
 		// while it is quiet: a pump reads the server all along.
 		att.pumped = true
+		att.done = make(chan struct{})
 	}
 	c.mu.Unlock()
 	if att.pumped {
@@ -685,10 +687,12 @@ func (c *clientConn) driveInline(att *attachment) error {
 				p.release(att.res)
 			}
 			c.mu.Lock()
-			stop := c.mu.wantStop
-			why := c.stopReasonLocked()
+			var why *pgError
+			if c.mu.wantStop {
+				why = c.stopReasonLocked()
+			}
 			c.mu.Unlock()
-			if stop {
+			if why != nil {
 				return why
 			}
 			return nil
@@ -852,10 +856,12 @@ func (c *clientConn) tryDetach(att *attachment) bool {
 // boundary.
 func (c *clientConn) afterDetach() {
 	c.mu.Lock()
-	stop := c.mu.wantStop
-	why := c.stopReasonLocked()
+	var why *pgError
+	if c.mu.wantStop {
+		why = c.stopReasonLocked()
+	}
 	c.mu.Unlock()
-	if stop {
+	if why != nil {
 		c.kill(why)
 	}
 }
