@@ -952,7 +952,7 @@ func (s *Server) serverRows() [][]*string {
 		}
 		rows = append(rows, []*string{sp("S"), sp(v.pool.key.user), sp(v.pool.key.db), sp("none"), sp(v.state),
 			sp(addr), ip(int64(port)), sp(laddr), ip(int64(lport)),
-			sp(pgTime(sc.created)), sp(pgTime(sc.lastUsed)), ip(0), ip(0), ip(b2i(v.pool.stale(sc))),
+			sp(pgTime(sc.created)), sp(pgTime(sc.created)), ip(0), ip(0), ip(b2i(v.pool.stale(sc))),
 			sp(ptrText(sc)), link, ip(int64(sc.pid)), sp(sc.tlsDescription()), sp(""), ip(0), ip(0)})
 	}
 	return rows
