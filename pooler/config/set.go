@@ -28,10 +28,10 @@ var (
 func (c *Config) WithSetting(key, value string) (*Config, error) {
 	p, ok := lookupParam(strings.ToLower(key))
 	if !ok {
-		return nil, fmt.Errorf("%w: %q is not a [pgbouncer] setting", ErrUnknownSetting, key)
+		return nil, settingError{ErrUnknownSetting, fmt.Sprintf("unknown setting %q", key)}
 	}
 	if p.restart {
-		return nil, fmt.Errorf("%w: %s cannot be changed while running (SHOW CONFIG says changeable = no); edit the config file and restart", ErrRestartSetting, p.name)
+		return nil, settingError{ErrRestartSetting, fmt.Sprintf("%s cannot be changed without a restart (changeable = no in SHOW CONFIG); edit the config file and restart", p.name)}
 	}
 	v, err := parseValue(p.kind, value)
 	if err != nil {
@@ -93,3 +93,13 @@ func Implemented(key string) bool {
 	p, ok := lookupParam(strings.ToLower(key))
 	return ok && p.set != nil
 }
+
+// settingError is a WithSetting refusal: its text, and the sentinel it
+// wraps.
+type settingError struct {
+	kind error
+	msg  string
+}
+
+func (e settingError) Error() string { return e.msg }
+func (e settingError) Unwrap() error { return e.kind }
