@@ -696,17 +696,32 @@ var poolColumns = []column{
 	{"pool_mode", oidText}, {"load_balance_hosts", oidText},
 }
 
-// poolRows reads live pool state for SHOW POOLS.
+// poolRows reads live pool state for SHOW POOLS: the pools, and the
+// console's own (pgbouncer, pgbouncer) pool as PgBouncer lists it, its
+// clients active, statement mode.
 func (s *Server) poolRows() [][]*string {
-	var rows [][]*string
+	cfg := s.cfg.Load()
+	var console int64
+	for _, v := range s.clientViews() {
+		if v.db == "pgbouncer" {
+			console++
+		}
+	}
+	rows := [][]*string{{sp("pgbouncer"), sp("pgbouncer"), ip(console), ip(0), ip(0), ip(0),
+		ip(0), ip(0), ip(0), ip(0), ip(0), ip(0), ip(0), ip(0), ip(0), sp("statement"), nil}}
 	for _, ps := range s.PoolSnapshots() {
+		var lb *string
+		if db, ok := cfg.LookupDatabase(ps.Database); ok && isHostList(db.Host) {
+			lb = sp("round-robin")
+		}
 		rows = append(rows, []*string{
 			sp(ps.Database), sp(ps.User), ip(int64(ps.ClActive)), ip(int64(ps.ClWaiting)), ip(0), ip(0),
 			ip(int64(ps.SvActive)), ip(0), ip(0), ip(int64(ps.SvIdle)), ip(0), ip(0),
 			ip(int64(ps.SvLogin)), ip(int64(ps.MaxWait / time.Second)), ip(int64((ps.MaxWait % time.Second) / time.Microsecond)),
-			sp(ps.PoolMode), nil,
+			sp(ps.PoolMode), lb,
 		})
 	}
+	sort.SliceStable(rows, func(i, j int) bool { return *rows[i][0] < *rows[j][0] })
 	return rows
 }
 
@@ -985,7 +1000,7 @@ func (s *Server) listRows() [][]*string {
 	}
 	row := func(name string, n int64) []*string { return []*string{sp(name), ip(n)} }
 	return [][]*string{
-		row("databases", ndb), row("users", int64(len(userNames(cfg)))), row("peers", 0), row("pools", int64(len(pools))),
+		row("databases", ndb), row("users", int64(len(userNames(cfg)))), row("peers", 0), row("pools", int64(len(pools))+1), // + the console's
 		row("peer_pools", 0), row("free_clients", 0), row("used_clients", used), row("login_clients", login),
 		row("free_servers", 0), row("used_servers", servers), row("dns_names", 0), row("dns_zones", 0),
 		row("dns_queries", 0), row("dns_pending", 0),

@@ -355,7 +355,7 @@ func TestAdminConsoleStatsAndLists(t *testing.T) {
 	}
 	_, _, lists := consoleResult(t, admin, "SHOW LISTS")
 	for _, r := range lists {
-		if r["list"] == "pools" && r["items"] != "1" || r["list"] == "used_clients" && r["items"] != "2" {
+		if r["list"] == "pools" && r["items"] != "2" || r["list"] == "used_clients" && r["items"] != "2" {
 			t.Errorf("SHOW LISTS row %v", r)
 		}
 	}

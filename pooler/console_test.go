@@ -299,9 +299,19 @@ func TestConsoleSet(t *testing.T) {
 	if v := config("query_timeout"); v != "2.5" {
 		t.Errorf("query_timeout = %s", v)
 	}
-	if _, err := app.Exec(ctx, "SELECT pg_sleep(10)"); err == nil || !strings.Contains(err.Error(), "query timeout") {
-		t.Errorf("a 10 s query with query_timeout = 2.5 after SET: %v", err)
+	if _, err := app.Exec(ctx, "SELECT pg_sleep(5)"); err == nil || !strings.Contains(err.Error(), "query timeout") {
+		t.Errorf("a 5 s query with query_timeout = 2.5 after SET: %v", err)
 	}
+	// The server may still be sleeping; later tests count alice's
+	// backends.
+	direct, err := pg.Connect(ctx, "alice", "alice-pw", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(ctx)
+	waitFor(t, 10*time.Second, "pg_sleep to end on the server", func() bool {
+		return queryInt(t, direct, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)' AND state = 'active'") == 0
+	})
 	for q, want := range map[string]string{
 		"SET listen_port = 7000":       "55P02",
 		"SET unix_socket_dir = '/tmp'": "55P02",
