@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgwarden/pgwarden/authn/devidp"
 )
 
 // consoleErr runs q and returns the error's SQLSTATE and message ("" when
@@ -391,5 +392,30 @@ func TestConsolePsql(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("psql output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestConsoleEntraAdmin: an Entra principal marked admin=1 gets the full
+// console with its token even when its role is in neither admin_users nor
+// stats_users; other principals are not allowed in.
+func TestConsoleEntraAdmin(t *testing.T) {
+	idp, tid := entraIdP(t)
+	in, _ := entraPooler(t, idp.BaseURL(), tid, "admin_users = nobody\nstats_users = nobody")
+	tok := mint(t, idp, devidp.TokenSpec{OID: aliceOID, UPN: "alice@contoso.com"})
+	if cfg := in.srv.Config(); len(cfg.AdminUsers) != 1 || cfg.AdminUsers[0] != "nobody" {
+		t.Fatalf("admin_users %v", cfg.AdminUsers)
+	}
+	adm := in.connect(t, "admin", tok, "pgbouncer", "default_query_exec_mode=simple_protocol")
+	consoleOK(t, adm, "PAUSE")
+	consoleOK(t, adm, "RESUME")
+	consoleOK(t, adm, "SHOW FDS")
+	// alice's principal is not admin, and alice is in neither list.
+	c, err := pgx.Connect(context.Background(), in.dsn("alice", tok, "pgbouncer"))
+	if err == nil {
+		c.Close(context.Background())
+		t.Fatal("a principal without admin=1 got the console")
+	}
+	if !strings.Contains(pgMessage(err), "not allowed") {
+		t.Fatalf("got %v", err)
 	}
 }
