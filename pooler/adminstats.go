@@ -311,10 +311,11 @@ func (p *pool) serverCount() int64 {
 	return n
 }
 
-// userNames lists the users SHOW USERS reports: auth_file entries and
-// [users] entries, sorted.
+// userNames lists the users SHOW USERS reports: auth_file entries,
+// [users] entries and the console's own user pgbouncer (as PgBouncer
+// lists it), sorted.
 func userNames(cfg *config.Config) []string {
-	set := map[string]bool{}
+	set := map[string]bool{"pgbouncer": true}
 	for n := range cfg.AuthUsers {
 		set[n] = true
 	}
