@@ -249,6 +249,9 @@ func (a *adminSession) cmdPause(arg, q string) []byte {
 		return adminError(errAdminNeeded)
 	}
 	s := a.c.srv
+	if s.pools.pause.mode() != pauseNone {
+		return adminError(errAlreadyPaused)
+	}
 	if arg != "" {
 		if e := a.dbArg(arg, "pause"); e != nil {
 			return e
@@ -341,12 +344,15 @@ func (a *adminSession) cmdKill(arg, q string) []byte {
 	if !a.admin {
 		return adminError(errAdminNeeded)
 	}
+	s := a.c.srv
+	if s.pools.pause.mode() != pauseNone {
+		return adminError(errAlreadyPaused)
+	}
 	if arg != "" {
 		if e := a.dbArg(arg, "kill"); e != nil {
 			return e
 		}
 	}
-	s := a.c.srv
 	if e := s.pools.kill(arg); e != "" {
 		return adminError(e)
 	}
