@@ -59,7 +59,7 @@ func newLogging(cfg *config.Config, o *options, stderr io.Writer) (*logging, err
 	handlers := []slog.Handler{slog.NewTextHandler(teeWriter(outs), opts)}
 	var syslogErr error
 	if cfg.Syslog {
-		l.sys, syslogErr = syslog.New(syslogFacility(cfg.SyslogFacility)|syslog.LOG_INFO, cfg.SyslogIdent)
+		l.sys, syslogErr = openSyslog(syslogFacility(cfg.SyslogFacility)|syslog.LOG_INFO, cfg.SyslogIdent)
 		if syslogErr == nil {
 			sink := &syslogSink{w: l.sys}
 			handlers = append(handlers, &syslogHandler{
@@ -87,7 +87,7 @@ func newLogging(cfg *config.Config, o *options, stderr io.Writer) (*logging, err
 	stream := &auditStream{l: l, log: teeWriter(outs)}
 	l.auditSys = &syslogSink{w: l.sys}
 	if l.sys == nil && cfg.Audit.Syslog {
-		l.ownSys, syslogErr = syslog.New(syslogFacility(cfg.SyslogFacility)|syslog.LOG_INFO, cfg.SyslogIdent)
+		l.ownSys, syslogErr = openSyslog(syslogFacility(cfg.SyslogFacility)|syslog.LOG_INFO, cfg.SyslogIdent)
 		if syslogErr != nil {
 			l.logger.Warn("cannot open syslog for audit.syslog; audit lines go to the log instead", "err", syslogErr)
 		}
@@ -158,6 +158,10 @@ func (h *auditSyslogHandler) WithAttrs(as []slog.Attr) slog.Handler {
 func (h *auditSyslogHandler) WithGroup(name string) slog.Handler {
 	return &auditSyslogHandler{l: h.l, h: h.h.WithGroup(name)}
 }
+
+// openSyslog connects to the local syslog daemon (a variable so that tests
+// can point it at a socket of their own).
+var openSyslog = syslog.New
 
 // setLevel applies -v and the config's verbose: debug if either is set.
 func (l *logging) setLevel(cfg *config.Config) {
