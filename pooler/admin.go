@@ -69,7 +69,8 @@ func (c *clientConn) startAdmin() error {
 	return writeAll(c.conn, b)
 }
 
-// cancel is a Ctrl-C on the console: it ends a waiting PAUSE with RESUME.
+// cancel is a Ctrl-C on the console: it ends a waiting PAUSE (with
+// RESUME) or WAIT_CLOSE.
 func (a *adminSession) cancel() {
 	a.mu.Lock()
 	f := a.cancelFn

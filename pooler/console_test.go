@@ -250,6 +250,26 @@ func TestConsoleWaitClose(t *testing.T) {
 			t.Errorf("server in a transaction after RECONNECT: %v", r)
 		}
 	}
+	// Ctrl-C (a cancel request) ends the wait. (Sent until the command
+	// returns: one sent before the wait starts does nothing.)
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+				_ = admin.PgConn().CancelRequest(ctx)
+			}
+		}
+	}()
+	_, msg := consoleErr(admin, "WAIT_CLOSE app")
+	close(done)
+	<-stopped // no cancel request left in flight for the next command
+	if msg != "WAIT_CLOSE canceled" {
+		t.Errorf("canceled WAIT_CLOSE: %q", msg)
+	}
 	blockedUntil(t, "WAIT_CLOSE app", func() error {
 		_, err := admin.Exec(ctx, "WAIT_CLOSE app")
 		return err
