@@ -2,8 +2,10 @@ package pooler_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,18 +75,25 @@ const (
 	tBytea   = 17
 )
 
-// The reference column lists (shared/reference/pgbouncer.md §2.3), with
-// types: t text, i int4, q int8, N numeric, b bytea.
+// The column lists of PgBouncer 1.25.2 (src/admin.c, src/stats.c; the
+// reference's §2.3 describes master, which adds *_client_login_count to the
+// three STATS commands after 1.25.2), with types: t text, i int4, q int8,
+// N numeric, b bytea. Then pgwarden's own SHOW commands.
 var consoleColumns = map[string]string{
-	"SHOW STATS": "database:t,total_server_assignment_count:N,total_xact_count:N,total_query_count:N,total_received:N,total_sent:N,total_xact_time:N,total_query_time:N,total_wait_time:N,total_client_parse_count:N,total_server_parse_count:N,total_bind_count:N,total_client_login_count:N," +
-		"avg_server_assignment_count:N,avg_xact_count:N,avg_query_count:N,avg_recv:N,avg_sent:N,avg_xact_time:N,avg_query_time:N,avg_wait_time:N,avg_client_parse_count:N,avg_server_parse_count:N,avg_bind_count:N,avg_client_login_count:N",
-	"SHOW STATS_TOTALS":   "database:t,server_assignment_count:N,xact_count:N,query_count:N,bytes_received:N,bytes_sent:N,xact_time:N,query_time:N,wait_time:N,client_parse_count:N,server_parse_count:N,bind_count:N,client_login_count:N",
-	"SHOW STATS_AVERAGES": "database:t,server_assignment_count:N,xact_count:N,query_count:N,bytes_received:N,bytes_sent:N,xact_time:N,query_time:N,wait_time:N,avg_client_parse_count:N,avg_server_parse_count:N,avg_bind_count:N,avg_client_login_count:N",
+	"SHOW STATS": "database:t,total_server_assignment_count:N,total_xact_count:N,total_query_count:N,total_received:N,total_sent:N,total_xact_time:N,total_query_time:N,total_wait_time:N,total_client_parse_count:N,total_server_parse_count:N,total_bind_count:N," +
+		"avg_server_assignment_count:N,avg_xact_count:N,avg_query_count:N,avg_recv:N,avg_sent:N,avg_xact_time:N,avg_query_time:N,avg_wait_time:N,avg_client_parse_count:N,avg_server_parse_count:N,avg_bind_count:N",
+	"SHOW STATS_TOTALS":   "database:t,server_assignment_count:N,xact_count:N,query_count:N,bytes_received:N,bytes_sent:N,xact_time:N,query_time:N,wait_time:N,client_parse_count:N,server_parse_count:N,bind_count:N",
+	"SHOW STATS_AVERAGES": "database:t,server_assignment_count:N,xact_count:N,query_count:N,bytes_received:N,bytes_sent:N,xact_time:N,query_time:N,wait_time:N,avg_client_parse_count:N,avg_server_parse_count:N,avg_bind_count:N",
+	"SHOW TOTALS":         "name:t,value:N",
 	"SHOW DATABASES":      "name:t,host:t,port:i,database:t,force_user:t,pool_size:i,min_pool_size:i,reserve_pool_size:i,server_lifetime:i,pool_mode:t,load_balance_hosts:t,max_connections:i,current_connections:i,max_client_connections:i,current_client_connections:i,paused:i,disabled:i",
 	"SHOW USERS":          "name:t,pool_size:t,reserve_pool_size:t,pool_mode:t,max_user_connections:i,current_connections:i,max_user_client_connections:i,current_client_connections:i",
-	"SHOW CLIENTS":        "type:t,user:t,database:t,replication:t,state:t,addr:t,port:i,local_addr:t,local_port:i,connect_time:t,request_time:t,wait:i,wait_us:i,close_needed:i,ptr:t,link:t,remote_pid:i,tls:t,application_name:t,prepared_statements:i,id:i",
-	"SHOW SERVERS":        "type:t,user:t,database:t,replication:t,state:t,addr:t,port:i,local_addr:t,local_port:i,connect_time:t,request_time:t,wait:i,wait_us:i,close_needed:i,ptr:t,link:t,remote_pid:i,tls:t,application_name:t,prepared_statements:i,id:i",
+	"SHOW CLIENTS":        socketCols,
+	"SHOW SERVERS":        socketCols,
+	"SHOW SOCKETS":        socketCols + ",recv_pos:i,pkt_pos:i,pkt_remain:i,send_pos:i,send_remain:i,pkt_avail:i,send_avail:i",
+	"SHOW ACTIVE_SOCKETS": socketCols + ",recv_pos:i,pkt_pos:i,pkt_remain:i,send_pos:i,send_remain:i,pkt_avail:i,send_avail:i",
 	"SHOW POOLS":          "database:t,user:t,cl_active:i,cl_waiting:i,cl_active_cancel_req:i,cl_waiting_cancel_req:i,sv_active:i,sv_active_cancel:i,sv_being_canceled:i,sv_idle:i,sv_used:i,sv_tested:i,sv_login:i,maxwait:i,maxwait_us:i,pool_mode:t,load_balance_hosts:t",
+	"SHOW PEERS":          "peer_id:i,host:t,port:i,pool_size:i",
+	"SHOW PEER_POOLS":     "peer_id:i,cl_active_cancel_req:i,cl_waiting_cancel_req:i,sv_active_cancel:i,sv_login:i",
 	"SHOW LISTS":          "list:t,items:i",
 	"SHOW MEM":            "name:t,size:i,used:i,free:i,memtotal:i",
 	"SHOW DNS_HOSTS":      "hostname:t,ttl:q,addrs:t",
@@ -93,13 +102,61 @@ var consoleColumns = map[string]string{
 	"SHOW VERSION":        "version:t",
 	"SHOW STATE":          "key:t,value:t",
 	"SHOW CONFIG":         "key:t,value:t,default:t,changeable:t",
+	// The settings drivers probe.
+	"SHOW client_encoding":               "client_encoding:t",
+	"SHOW default_transaction_isolation": "default_transaction_isolation:t",
+	"SHOW standard_conforming_strings":   "standard_conforming_strings:t",
+	"SHOW datestyle":                     "datestyle:t",
+	"SHOW timezone":                      "timezone:t",
+	// pgwarden's own.
+	"SHOW PRINCIPALS": "role:t,oid:t,type:t,tenant:t,admin:t,mfa:t,source:t",
+	"SHOW SIGNINS":    "time:t,client:t,database:t,role:t,method:t,tls:t,result:t,reason:t,principal_type:t,oid:t,upn:t,uti:t,latency_ms:t",
+	"SHOW JWKS":       "issuer:t,kid:t,tenant:t,version:t,fetched_at:t,source:t",
+}
+
+const socketCols = "type:t,user:t,database:t,replication:t,state:t,addr:t,port:i,local_addr:t,local_port:i,connect_time:t,request_time:t,wait:i,wait_us:i,close_needed:i,ptr:t,link:t,remote_pid:i,tls:t,application_name:t,prepared_statements:i,id:i"
+
+// helpDetail is SHOW HELP's detail in PgBouncer 1.25.2, with pgwarden's
+// PRINCIPALS|SIGNINS|JWKS line.
+const helpDetail = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\tSHOW PEERS|PEER_POOLS\n\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n" +
+	"\tSHOW DNS_HOSTS|DNS_ZONES\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\tSHOW PRINCIPALS|SIGNINS|JWKS\n\tSET key = arg\n\tRELOAD\n\tPAUSE [<db>]\n\tRESUME [<db>]\n" +
+	"\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tKILL [<db>]\n\tKILL_CLIENT <client_id>\n\tSUSPEND\n\tSHUTDOWN\n\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n\tWAIT_CLOSE [<db>]"
+
+// connectNotices connects with simple protocol and collects the notices.
+func connectNotices(t *testing.T, dsn string) (*pgx.Conn, func() []*pgconn.Notice) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn + " default_query_exec_mode=simple_protocol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var notices []*pgconn.Notice
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		notices = append(notices, n)
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn, func() []*pgconn.Notice {
+		mu.Lock()
+		defer mu.Unlock()
+		out := notices
+		notices = nil
+		return out
+	}
 }
 
 func TestAdminShowColumns(t *testing.T) {
 	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction")
 	app := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=exec")
 	queryInt(t, app, "SELECT 1")
-	admin := in.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	admin, notices := connectNotices(t, in.dsn("admin", "admin-pw", "pgbouncer"))
 	letters := map[uint32]string{tText: "t", tInt4: "i", tInt8: "q", tNumeric: "N", tBytea: "b"}
 	for cmd, want := range consoleColumns {
 		_, fds, _ := consoleResult(t, admin, cmd)
@@ -111,6 +168,28 @@ func TestAdminShowColumns(t *testing.T) {
 			t.Errorf("%s columns:\n got  %s\n want %s", cmd, strings.Join(got, ","), want)
 		}
 	}
+
+	// SHOW HELP: no rows, a NOTICE "Console usage" whose detail lists
+	// the commands; every SHOW it names is in the table above.
+	if _, fds, rows := consoleResult(t, admin, "SHOW HELP"); len(fds) != 0 || len(rows) != 0 {
+		t.Errorf("SHOW HELP: %d columns, %d rows", len(fds), len(rows))
+	}
+	ns := notices()
+	if len(ns) != 1 || ns[0].Message != "Console usage" || ns[0].Severity != "NOTICE" || ns[0].Detail != helpDetail {
+		t.Fatalf("SHOW HELP notices %+v", ns)
+	}
+	for _, line := range strings.Split(ns[0].Detail, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "SHOW ") {
+			continue
+		}
+		for _, what := range strings.Split(strings.TrimPrefix(line, "SHOW "), "|") {
+			if _, ok := consoleColumns["SHOW "+what]; !ok && what != "HELP" {
+				t.Errorf("SHOW HELP names SHOW %s, which the column test does not cover", what)
+			}
+		}
+	}
+
 	_, _, lists := consoleResult(t, admin, "SHOW LISTS")
 	var names []string
 	for _, r := range lists {
@@ -119,9 +198,23 @@ func TestAdminShowColumns(t *testing.T) {
 	if got := strings.Join(names, ","); got != "databases,users,peers,pools,peer_pools,free_clients,used_clients,login_clients,free_servers,used_servers,dns_names,dns_zones,dns_queries,dns_pending" {
 		t.Errorf("SHOW LISTS rows %s", got)
 	}
-	// SELECT is an alias of SHOW.
-	if _, _, rows := consoleResult(t, admin, "select lists"); len(rows) != 14 {
-		t.Errorf("select lists: %d rows", len(rows))
+	// SELECT is an alias of SHOW; words are case-insensitive, may be
+	// quoted, and may end with a semicolon.
+	for _, q := range []string{"select lists", "Show Lists;", `show "lists" ;`} {
+		if _, _, rows := consoleResult(t, admin, q); len(rows) != 14 {
+			t.Errorf("%s: %d rows", q, len(rows))
+		}
+	}
+	_, _, totals := consoleResult(t, admin, "SHOW TOTALS")
+	if len(totals) != 22 || totals[0]["name"] != "total_server_assignment_count" || totals[11]["name"] != "avg_server_assignment_count" || atoi(t, totals[1]["value"]) == 0 {
+		t.Errorf("SHOW TOTALS rows %v", totals)
+	}
+	_, _, state := consoleResult(t, admin, "SHOW STATE")
+	if fmt.Sprint(state) != "[map[key:active value:yes] map[key:paused value:no] map[key:suspended value:no]]" {
+		t.Errorf("SHOW STATE %v", state)
+	}
+	if v := queryString(t, admin, "SHOW client_encoding"); v != "UTF-8" {
+		t.Errorf("SHOW client_encoding %q", v)
 	}
 }
 
@@ -262,7 +355,7 @@ func TestAdminConsoleStatsAndLists(t *testing.T) {
 	}
 	_, _, lists := consoleResult(t, admin, "SHOW LISTS")
 	for _, r := range lists {
-		if r["list"] == "pools" && r["items"] != "1" || r["list"] == "used_clients" && r["items"] != "2" {
+		if r["list"] == "pools" && r["items"] != "2" || r["list"] == "used_clients" && r["items"] != "2" {
 			t.Errorf("SHOW LISTS row %v", r)
 		}
 	}

@@ -67,6 +67,7 @@ type adminState struct {
 	last time.Time
 	prev map[string]dbStats
 	avg  map[string]dbAvg
+	all  dbAvg // over every database (SHOW TOTALS)
 }
 
 // dbAvg holds per-second rates (counts, bytes) and per-event times (µs).
@@ -121,17 +122,28 @@ func (st *adminState) snapshot(cur map[string]dbStats, now time.Time) {
 		}
 		return total / n
 	}
-	avg := map[string]dbAvg{}
-	for db, c := range cur {
-		d := c.sub(st.prev[db])
-		avg[db] = dbAvg{
+	average := func(d dbStats) dbAvg {
+		return dbAvg{
 			assign: int64(float64(d.assign) / secs), xacts: int64(float64(d.xacts) / secs),
 			queries: int64(float64(d.queries) / secs), recv: int64(float64(d.recv) / secs),
 			sent: int64(float64(d.sent) / secs), xactTime: per(d.xactTime, d.xacts),
 			queryTime: per(d.queryTime, d.queries), waitTime: per(d.waitTime, d.assign),
 		}
 	}
-	st.last, st.prev, st.avg = now, cur, avg
+	avg := map[string]dbAvg{}
+	var all dbStats
+	for db, c := range cur {
+		d := c.sub(st.prev[db])
+		avg[db] = average(d)
+		all = all.add(d)
+	}
+	st.last, st.prev, st.avg, st.all = now, cur, avg, average(all)
+}
+
+func (st *adminState) total() dbAvg {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.all
 }
 
 func (st *adminState) averages() map[string]dbAvg {
@@ -299,16 +311,11 @@ func (p *pool) serverCount() int64 {
 	return n
 }
 
-func (p *pool) isPaused() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.mu.paused
-}
-
-// userNames lists the users SHOW USERS reports: auth_file entries and
-// [users] entries, sorted.
+// userNames lists the users SHOW USERS reports: auth_file entries,
+// [users] entries and the console's own user pgbouncer (as PgBouncer
+// lists it), sorted.
 func userNames(cfg *config.Config) []string {
-	set := map[string]bool{}
+	set := map[string]bool{"pgbouncer": true}
 	for n := range cfg.AuthUsers {
 		set[n] = true
 	}

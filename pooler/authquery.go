@@ -135,19 +135,37 @@ func (sc *serverConn) runAuthQuery(query, user string) (string, bool, error) {
 	}
 }
 
-// killPoolClients ends every client of p with pe (database removed).
+// killPoolClients ends every client of p with pe (database removed,
+// KILL). The server connections they hold are closed, after canceling the
+// queries in progress on them, so that those end now rather than when the
+// server next writes.
 func (s *Server) killPoolClients(p *pool, pe *pgError) {
 	s.mu.Lock()
 	var victims []*clientConn
+	var servers, busy []*serverConn
 	for c := range s.mu.clients {
 		c.mu.Lock()
 		if c.pool == p {
 			victims = append(victims, c)
+			if att := c.mu.att; att != nil {
+				servers = append(servers, att.sc)
+				if att.inFlight > 0 {
+					busy = append(busy, att.sc)
+				}
+			}
 		}
 		c.mu.Unlock()
 	}
 	s.mu.Unlock()
 	for _, c := range victims {
 		c.kill(pe)
+	}
+	var wg sync.WaitGroup
+	for _, sc := range busy {
+		wg.Go(func() { s.cancelServer(sc.network, sc.target, sc.key, sc.tlsOn) })
+	}
+	wg.Wait()
+	for _, sc := range servers {
+		_ = sc.conn.Close()
 	}
 }

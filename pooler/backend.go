@@ -46,8 +46,9 @@ type serverConn struct {
 	// checked is when the server last proved healthy (login, a
 	// completed transaction, or the check query).
 	lastUsed time.Time
-	// closeNeeded is set by RECONNECT or a config change: close at release.
-	closeNeeded bool
+	// gen is the pool's generation when the connection was made; an older
+	// one than the pool's is closed at release (RECONNECT, KILL, resize).
+	gen uint64
 	// broken is set when the connection must not be reused.
 	broken bool
 	// cancelling counts cancel requests in flight against this server; it

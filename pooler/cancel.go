@@ -73,6 +73,13 @@ func (r *cancelRegistry) forward(key [8]byte) {
 		r.srv.log.Debug("cancel request for idle client")
 		return
 	}
+	r.srv.cancelServer(network, target, skey, tlsOn)
+}
+
+// cancelServer sends a CancelRequest with the server's own key and waits
+// until the server has taken it (or cancel_wait_timeout).
+func (s *Server) cancelServer(network, target string, skey [8]byte, tlsOn bool) {
+	r := s.cancels
 	cfg := r.srv.cfg.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.CancelWaitTimeout)
 	defer cancel()

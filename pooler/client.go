@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,6 +80,9 @@ type clientConn struct {
 		deadline bool     // a read deadline is set on conn
 	}
 	killErr atomic.Pointer[pgError]
+	// killed is closed by kill.
+	killed   chan struct{}
+	killOnce sync.Once
 	// requestTime is the start of the current request (UnixNano).
 	requestTime atomic.Int64
 }
@@ -102,6 +107,7 @@ func (s *Server) newClientConn(conn net.Conn, unix bool) *clientConn {
 		unix:        unix,
 		connectTime: time.Now(),
 		id:          clientIDs.Add(1),
+		killed:      make(chan struct{}),
 	}
 	if unix {
 		c.remote = "unix"
@@ -243,11 +249,25 @@ func (c *clientConn) sendFatal(pe *pgError) {
 // immediate shutdown, database removed).
 func (c *clientConn) kill(pe *pgError) {
 	c.killErr.CompareAndSwap(nil, pe)
+	c.killOnce.Do(func() { close(c.killed) })
 	c.sendFatal(pe)
 	c.raw.Close()
 	// A parked client has no goroutine to notice: start one, which finds
 	// the socket closed and ends the session.
 	c.resumeIfParked()
+}
+
+// suspendGate holds the session while the pooler is suspended (SUSPEND)
+// and returns an error when the client is killed or the pooler shuts down
+// meanwhile.
+func (c *clientConn) suspendGate() error {
+	if !c.srv.pools.pause.waitUnsuspended(c.killed, c.srv.shutdownCh) {
+		if pe := c.killErr.Load(); pe != nil {
+			return pe
+		}
+		return newError(codeShuttingDown, "")
+	}
+	return nil
 }
 
 // requestClose asks the session to end at its next transaction boundary.
@@ -274,6 +294,13 @@ func (c *clientConn) login() error {
 		return err
 	}
 	c.st = st
+	if st.database != "pgbouncer" && s.pools.pause.suspended.Load() {
+		// SUSPEND: new clients wait (the console does not, or nobody
+		// could RESUME).
+		if err := c.suspendGate(); err != nil {
+			return err
+		}
+	}
 	setLoginDeadline(c.conn, cfg.ClientLoginTimeout)
 	if cfg.LogConnections {
 		s.log.Info("login attempt", "db", st.database, "user", st.user, "client", c.remote, "tls", c.tls)
@@ -329,8 +356,14 @@ func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, e
 	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c.conn, max: maxAuthMessage}}
 	ctx, cancel := context.WithTimeout(context.Background(), max(cfg.ClientLoginTimeout, time.Second))
 	defer cancel()
-	if st.database == "pgbouncer" && st.user == "pgbouncer" && c.unix && peerIsSelf(c.raw) {
-		return &Identity{Method: "peer"}, nil
+	if st.database == "pgbouncer" && (st.user == "pgbouncer" || st.user == ownUserName()) && c.unix && peerIsSelf(c.raw) {
+		// The process owner on the Unix socket: admin without a
+		// password (PgBouncer's own_user), as "pgbouncer" or under its
+		// own login name (what psql sends by default).
+		if cfg.LogConnections {
+			c.srv.log.Info("pgbouncer access from unix socket", "user", st.user)
+		}
+		return &Identity{Method: "peer", processOwner: true}, nil
 	}
 	// With auth_type = hba the rules decide, tokens included (method
 	// entra); otherwise the database's Entra auth mode does.
@@ -346,6 +379,16 @@ func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, e
 	}
 	return c.srv.passwordAuth(ctx, cfg, ex)
 }
+
+// ownUserName is the login name of the user pgwarden runs as ("" if
+// unknown).
+var ownUserName = sync.OnceValue(func() string {
+	u, err := user.LookupId(strconv.Itoa(os.Geteuid()))
+	if err != nil {
+		return ""
+	}
+	return u.Username
+})
 
 // peerIsSelf reports whether a Unix-socket peer runs as our own user.
 func peerIsSelf(conn net.Conn) bool {

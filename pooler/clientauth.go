@@ -63,6 +63,10 @@ type Identity struct {
 	// rawToken is the token itself, kept only for server_auth =
 	// passthrough; it is never logged.
 	rawToken string
+	// processOwner is set for the console's own_user: the Unix-socket
+	// peer runs as pgwarden's user (SO_PEERCRED). HBA peer sign-ins are
+	// not this.
+	processOwner bool
 }
 
 // AuthFailure is a refused sign-in: Reason goes to the audit log, Public is

@@ -33,11 +33,12 @@ type poolSet struct {
 		// max_user_connections across pools.
 		dbLimits   map[string]*limiter
 		userLimits map[string]*limiter
-		paused     bool
 		// disabled are the databases new clients may not sign in to
 		// (console DISABLE/ENABLE).
 		disabled map[string]bool
 	}
+	// pause is PAUSE, SUSPEND and KILL's state (pause.go).
+	pause       pauseState
 	janitorOnce sync.Once
 	stop        chan struct{}
 }
@@ -47,6 +48,7 @@ func newPoolSet(s *Server) *poolSet {
 	ps.mu.pools = map[poolKey]*pool{}
 	ps.mu.dbLimits = map[string]*limiter{}
 	ps.mu.userLimits = map[string]*limiter{}
+	ps.pause.init()
 	return ps
 }
 
@@ -74,10 +76,14 @@ type pool struct {
 		clientKey []byte
 		serverKey []byte
 		backendPw string
-		paused    bool
-		pauseCh   chan struct{} // closed on resume
 		hostIdx   int
+		// live counts the pool's server connections by generation
+		// (gen at their creation); WAIT_CLOSE waits for the old ones.
+		live map[uint64]int
 	}
+	// gen is bumped by RECONNECT, KILL and a resize: servers created
+	// before are closed at their next release ("close_needed").
+	gen       atomic.Uint64
 	dbLimit   *limiter
 	userLimit *limiter
 	// tokens holds the freshest client token for server_auth = passthrough.
@@ -182,6 +188,7 @@ func (p *pool) configure(cfg *config.Config, db *config.Database) {
 	}
 	p.mu.size, p.mu.resSize = size, res
 	if oldMain != nil {
+		p.gen.Add(1) // the old puddles' servers close as they come back
 		go oldMain.Close()
 	}
 	if oldRes != nil {
@@ -245,6 +252,11 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 	if p.mu.welcome == nil {
 		p.mu.welcome = sc.welcome
 	}
+	sc.gen = p.gen.Load()
+	if p.mu.live == nil {
+		p.mu.live = map[uint64]int{}
+	}
+	p.mu.live[sc.gen]++
 	p.mu.Unlock()
 	return sc, nil
 }
@@ -265,8 +277,33 @@ func (p *pool) destroy(sc *serverConn) {
 	_ = sc.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_, _ = sc.conn.Write([]byte{'X', 0, 0, 0, 4})
 	sc.conn.Close()
+	p.mu.Lock()
+	if p.mu.live[sc.gen]--; p.mu.live[sc.gen] <= 0 {
+		delete(p.mu.live, sc.gen)
+	}
+	p.mu.Unlock()
 	p.dbLimit.release()
 	p.userLimit.release()
+}
+
+// stale reports whether sc predates the pool's last RECONNECT, KILL or
+// resize and must be closed rather than reused.
+func (p *pool) stale(sc *serverConn) bool { return sc.gen < p.gen.Load() }
+
+// staleCount is the number of the pool's server connections still open
+// that predate its last RECONNECT, KILL or resize (what WAIT_CLOSE waits
+// for).
+func (p *pool) staleCount() int {
+	cur := p.gen.Load()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for g, k := range p.mu.live {
+		if g < cur {
+			n += k
+		}
+	}
+	return n
 }
 
 // loginInfo returns the credentials for a new server connection.
@@ -486,7 +523,7 @@ func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], e
 // past its lifetime or failing server_check_query is destroyed.
 func (p *pool) usable(res *puddle.Resource[*serverConn]) bool {
 	sc := res.Value()
-	if sc.closeNeeded || sc.expired() {
+	if p.stale(sc) || sc.expired() {
 		res.Destroy()
 		return false
 	}
@@ -544,7 +581,7 @@ func (sc *serverConn) expired() bool {
 // is marked for closing, too old, or broken.
 func (p *pool) release(res *puddle.Resource[*serverConn]) {
 	sc := res.Value()
-	if sc.broken || sc.closeNeeded || sc.expired() {
+	if sc.broken || p.stale(sc) || sc.expired() {
 		res.Destroy()
 		return
 	}
@@ -559,10 +596,11 @@ func (p *pool) release(res *puddle.Resource[*serverConn]) {
 	res.Release()
 }
 
-// waitResumed blocks while the pool (or all pools) is paused.
+// waitResumed blocks while the pool's database (or every database) is
+// paused, suspended or killed.
 func (p *pool) waitResumed(ctx context.Context) error {
 	for {
-		ch := p.srv.pools.pauseChan(p)
+		ch := p.srv.pools.pause.blockedFor(p.key.db)
 		if ch == nil {
 			return nil
 		}
@@ -570,6 +608,10 @@ func (p *pool) waitResumed(ctx context.Context) error {
 		case <-ch:
 		case <-ctx.Done():
 			return newError(codeQueryWaitTimeout, "")
+		case <-p.srv.shutdownCh:
+			// A pause would hold a shutting-down pooler until
+			// query_wait_timeout.
+			return newError(codeShuttingDown, "")
 		}
 	}
 }
@@ -614,6 +656,7 @@ func dbConnChanged(a, b *config.Database) bool {
 func (p *pool) reconnect() {
 	p.mu.Lock()
 	p.mu.welcome = nil
+	p.gen.Add(1)
 	p.mu.Unlock()
 	for _, pp := range p.puddles() {
 		pp.Reset()
@@ -631,16 +674,6 @@ func (p *pool) puddles() []*puddle.Pool[*serverConn] {
 	return []*puddle.Pool[*serverConn]{p.mu.main, p.mu.reserve}
 }
 
-// pauseChan returns a channel closed on resume, or nil when not paused.
-func (ps *poolSet) pauseChan(p *pool) chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.mu.paused {
-		return p.mu.pauseCh
-	}
-	return nil
-}
-
 // pools returns a snapshot of the pools, sorted by database then user.
 func (ps *poolSet) list() []*pool {
 	ps.mu.Lock()
@@ -656,67 +689,6 @@ func (ps *poolSet) list() []*pool {
 		return out[i].key.user < out[j].key.user
 	})
 	return out
-}
-
-// pause stops handing out servers for the named database (all when db is
-// empty) and waits until every server is back, then closes the idle ones.
-func (ps *poolSet) pause(ctx context.Context, db string) error {
-	for _, p := range ps.list() {
-		if db != "" && p.key.db != db {
-			continue
-		}
-		p.mu.Lock()
-		if !p.mu.paused {
-			p.mu.paused = true
-			p.mu.pauseCh = make(chan struct{})
-		}
-		p.mu.Unlock()
-	}
-	for _, p := range ps.list() {
-		if db != "" && p.key.db != db {
-			continue
-		}
-		for {
-			p.mu.Lock()
-			main, reserve := p.mu.main, p.mu.reserve
-			p.mu.Unlock()
-			busy := main.Stat().AcquiredResources()
-			if reserve != nil {
-				busy += reserve.Stat().AcquiredResources()
-			}
-			if busy == 0 {
-				main.Reset()
-				if reserve != nil {
-					reserve.Reset()
-				}
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}
-	return nil
-}
-
-// resume undoes pause; it reports whether anything was paused.
-func (ps *poolSet) resume(db string) bool {
-	any := false
-	for _, p := range ps.list() {
-		if db != "" && p.key.db != db {
-			continue
-		}
-		p.mu.Lock()
-		if p.mu.paused {
-			p.mu.paused = false
-			close(p.mu.pauseCh)
-			any = true
-		}
-		p.mu.Unlock()
-	}
-	return any
 }
 
 // startJanitor runs the periodic housekeeping: server_idle_timeout,
@@ -761,7 +733,7 @@ func (ps *poolSet) janitor() {
 		for _, res := range idle {
 			sc := res.Value()
 			switch {
-			case sc.closeNeeded || sc.expired():
+			case p.stale(sc) || sc.expired():
 				res.Destroy()
 				total--
 			case cfg.ServerIdleTimeout > 0 && res.IdleDuration() > cfg.ServerIdleTimeout && total > minSize:

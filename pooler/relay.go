@@ -105,6 +105,11 @@ func (c *clientConn) runSession() (err error) {
 	// carries over reads while a long message's body is still arriving.
 	var att *attachment
 	for {
+		if c.srv.pools.pause.suspended.Load() {
+			if err := c.suspendGate(); err != nil {
+				return err
+			}
+		}
 		idleRead := false
 		if r == w {
 			r, w = 0, 0

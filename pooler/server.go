@@ -117,6 +117,9 @@ type Server struct {
 	// reloadHook is called by the console's RELOAD; set by the binary.
 	reloadHook atomic.Pointer[func() error]
 	startTime  time.Time
+
+	// setHook applies the console's SET; set by the binary (admin.go).
+	setHook atomic.Pointer[func(*config.Config) ([]string, error)]
 }
 
 // New builds a Server from a validated configuration.

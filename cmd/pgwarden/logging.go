@@ -17,15 +17,29 @@ import (
 // -q, or running as a daemon), the logfile and syslog, each if configured.
 // SIGHUP and RELOAD reopen the logfile (for logrotate), follow a changed
 // logfile name and verbose level; syslog settings need a restart.
+//
+// The sign-in audit lines (one JSON object per attempt) go where the log
+// goes, unless the config's audit block names a destination: then only to
+// audit.log_file (reopened like the logfile, and following a changed name)
+// and/or syslog (audit.syslog).
 type logging struct {
-	logger *slog.Logger
-	// audit gets one JSON object per sign-in attempt, to the same
-	// destinations as the log (stderr unless -q, logfile, syslog).
+	logger  *slog.Logger
 	audit   *slog.Logger
 	level   slog.LevelVar
 	verbose int // -v count
 	file    *reopenFile
 	sys     *syslog.Writer
+	// auditFile is audit.log_file; auditSys the syslog connection for
+	// audit.syslog (the log's own when it has one).
+	auditFile *reopenFile
+	auditSys  *syslogSink
+	ownSys    *syslog.Writer // opened for audit.syslog alone
+	// auditMu guards the audit destination switches below, which a
+	// reload may change.
+	auditMu     sync.Mutex
+	auditToLog  bool // no audit destination configured: follow the log
+	auditToSys  bool
+	logToSyslog bool // the log goes to syslog
 }
 
 func newLogging(cfg *config.Config, o *options, stderr io.Writer) (*logging, error) {
@@ -45,7 +59,7 @@ func newLogging(cfg *config.Config, o *options, stderr io.Writer) (*logging, err
 	handlers := []slog.Handler{slog.NewTextHandler(teeWriter(outs), opts)}
 	var syslogErr error
 	if cfg.Syslog {
-		l.sys, syslogErr = syslog.New(syslogFacility(cfg.SyslogFacility)|syslog.LOG_INFO, cfg.SyslogIdent)
+		l.sys, syslogErr = openSyslog(syslogFacility(cfg.SyslogFacility)|syslog.LOG_INFO, cfg.SyslogIdent)
 		if syslogErr == nil {
 			sink := &syslogSink{w: l.sys}
 			handlers = append(handlers, &syslogHandler{
@@ -54,23 +68,100 @@ func newLogging(cfg *config.Config, o *options, stderr io.Writer) (*logging, err
 			})
 		}
 	}
-	auditHandlers := []slog.Handler{slog.NewJSONHandler(teeWriter(outs), nil)}
-	if l.sys != nil {
-		sink := &syslogSink{w: l.sys}
-		auditHandlers = append(auditHandlers, &syslogHandler{h: slog.NewJSONHandler(sink, &slog.HandlerOptions{ReplaceAttr: dropTimeAndLevel}), s: sink})
-	}
+	l.logToSyslog = l.sys != nil
 	if len(handlers) == 1 {
 		l.logger = slog.New(handlers[0])
-		l.audit = slog.New(auditHandlers[0])
 	} else {
 		l.logger = slog.New(multiHandler(handlers))
-		l.audit = slog.New(multiHandler(auditHandlers))
 	}
 	if syslogErr != nil {
 		l.logger.Warn("cannot open syslog; logging without it", "err", syslogErr)
 	}
+
+	// The audit lines: JSON to the audit file or, by default, the log's
+	// stream and file; JSON without time and level to syslog.
+	l.auditFile = &reopenFile{}
+	if err := l.setAudit(cfg); err != nil {
+		return nil, err
+	}
+	stream := &auditStream{l: l, log: teeWriter(outs)}
+	l.auditSys = &syslogSink{w: l.sys}
+	if l.sys == nil && cfg.Audit.Syslog {
+		l.ownSys, syslogErr = openSyslog(syslogFacility(cfg.SyslogFacility)|syslog.LOG_INFO, cfg.SyslogIdent)
+		if syslogErr != nil {
+			l.logger.Warn("cannot open syslog for audit.syslog; audit lines go to the log instead", "err", syslogErr)
+		}
+		l.auditSys.w = l.ownSys
+	}
+	l.audit = slog.New(multiHandler{
+		slog.NewJSONHandler(stream, nil),
+		&auditSyslogHandler{l: l, h: &syslogHandler{h: slog.NewJSONHandler(l.auditSys, &slog.HandlerOptions{ReplaceAttr: dropTimeAndLevel}), s: l.auditSys}},
+	})
 	return l, nil
 }
+
+// setAudit applies the config's audit block: which destinations the audit
+// lines go to, and the audit file (opened or switched to another name; the
+// same name is reopened, for logrotate).
+func (l *logging) setAudit(cfg *config.Config) error {
+	err := l.auditFile.open(cfg.Audit.LogFile)
+	if err != nil {
+		err = fmt.Errorf("audit.log_file: %w", err)
+	}
+	l.auditMu.Lock()
+	l.auditToLog = cfg.Audit.LogFile == "" && !cfg.Audit.Syslog
+	l.auditToSys = cfg.Audit.Syslog
+	l.auditMu.Unlock()
+	return err
+}
+
+// auditStream is where the JSON audit lines go apart from syslog: the log's
+// stream and file when no audit destination is configured, else the audit
+// file (if any).
+type auditStream struct {
+	l   *logging
+	log io.Writer
+}
+
+func (a *auditStream) Write(b []byte) (int, error) {
+	a.l.auditMu.Lock()
+	toLog := a.l.auditToLog
+	a.l.auditMu.Unlock()
+	if toLog {
+		return a.log.Write(b)
+	}
+	return a.l.auditFile.Write(b)
+}
+
+// auditSyslogHandler sends the audit lines to syslog when audit.syslog is
+// set, or, with no audit destination, when the log goes to syslog.
+type auditSyslogHandler struct {
+	l *logging
+	h slog.Handler
+}
+
+func (h *auditSyslogHandler) Enabled(ctx context.Context, lv slog.Level) bool {
+	h.l.auditMu.Lock()
+	on := h.l.auditToSys || h.l.auditToLog && h.l.logToSyslog
+	h.l.auditMu.Unlock()
+	return on && h.l.auditSys.w != nil && h.h.Enabled(ctx, lv)
+}
+
+func (h *auditSyslogHandler) Handle(ctx context.Context, r slog.Record) error {
+	return h.h.Handle(ctx, r)
+}
+
+func (h *auditSyslogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &auditSyslogHandler{l: h.l, h: h.h.WithAttrs(as)}
+}
+
+func (h *auditSyslogHandler) WithGroup(name string) slog.Handler {
+	return &auditSyslogHandler{l: h.l, h: h.h.WithGroup(name)}
+}
+
+// openSyslog connects to the local syslog daemon (a variable so that tests
+// can point it at a socket of their own).
+var openSyslog = syslog.New
 
 // setLevel applies -v and the config's verbose: debug if either is set.
 func (l *logging) setLevel(cfg *config.Config) {
@@ -88,19 +179,32 @@ func (l *logging) reconfigure(cfg *config.Config) {
 	if err := l.file.open(cfg.LogFile); err != nil {
 		l.logger.Error("cannot reopen logfile", "err", err)
 	}
+	if err := l.setAudit(cfg); err != nil {
+		l.logger.Error("cannot reopen the audit log file", "err", err)
+	}
+	if cfg.Audit.Syslog && l.auditSys.w == nil {
+		l.logger.Warn("audit.syslog needs a restart when syslog was not in use at start")
+	}
 }
 
-// reopen reopens the logfile under its current name.
+// reopen reopens the logfile and the audit file under their current names.
 func (l *logging) reopen() {
 	if err := l.file.reopen(); err != nil {
 		l.logger.Error("cannot reopen logfile", "err", err)
+	}
+	if err := l.auditFile.reopen(); err != nil {
+		l.logger.Error("cannot reopen the audit log file", "err", err)
 	}
 }
 
 func (l *logging) Close() {
 	_ = l.file.Close()
+	_ = l.auditFile.Close()
 	if l.sys != nil {
 		_ = l.sys.Close()
+	}
+	if l.ownSys != nil {
+		_ = l.ownSys.Close()
 	}
 }
 

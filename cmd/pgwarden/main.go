@@ -317,6 +317,14 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		return err
 	}
 	srv.SetReloadHook(reload)
+	// The console's SET: a changed copy of the config in force, applied
+	// as RELOAD applies a re-read file (logging included).
+	srv.SetApplyHook(func(ncfg *config.Config) ([]string, error) {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		logs.reconfigure(ncfg)
+		return srv.Reload(ncfg)
+	})
 	for _, a := range srv.Addrs() {
 		log.Info("listening", "addr", a.String())
 	}

@@ -308,6 +308,10 @@ type Config struct {
 	// metrics: in pooler.yaml; pgwarden's own).
 	Metrics Metrics
 
+	// Audit is where the JSON sign-in audit lines go ([audit] in
+	// pgbouncer.ini, audit: in pooler.yaml; pgwarden's own).
+	Audit Audit
+
 	// Databases by name (including "*"), Users by name.
 	Databases map[string]*Database
 	Users     map[string]*User
@@ -452,6 +456,17 @@ type EntraPrincipal struct {
 	// File and Line locate the entry, for messages.
 	File string
 	Line int
+}
+
+// Audit says where the sign-in audit lines (one JSON object per sign-in
+// attempt) go. With neither set they go where the log goes (standard error,
+// logfile, syslog); with either set, only there.
+type Audit struct {
+	// LogFile is a file the lines are appended to, reopened on SIGHUP and
+	// RELOAD (logrotate).
+	LogFile string
+	// Syslog sends the lines to syslog (syslog_ident, syslog_facility).
+	Syslog bool
 }
 
 // Metrics configures the HTTP listener for /metrics, /healthz and /readyz.

@@ -190,6 +190,30 @@ func (l *iniLoader) parseLine(file string, lineNo int, raw string, depth int) {
 		l.setEntraPrincipal(file, lineNo, key, value)
 	case l.section == "metrics":
 		l.setMetrics(file, lineNo, key, value)
+	case l.section == "audit":
+		l.setAudit(file, lineNo, key, value)
+	}
+}
+
+// setAudit handles an [audit] key (pgwarden's own section).
+func (l *iniLoader) setAudit(file string, lineNo int, key, value string) {
+	bad := func(msg string) {
+		l.errs = append(l.errs, Problem{File: file, Line: lineNo, Key: "audit/" + key, Message: msg})
+	}
+	switch key {
+	case "log_file":
+		l.c.Audit.LogFile = value
+	case "syslog":
+		switch value {
+		case "0":
+			l.c.Audit.Syslog = false
+		case "1":
+			l.c.Audit.Syslog = true
+		default:
+			bad("expected 0 or 1")
+		}
+	default:
+		bad("unknown parameter: audit/" + key)
 	}
 }
 
@@ -231,13 +255,13 @@ func (l *iniLoader) startSection(file string, lineNo int, name string) {
 	case "databases", "users", "peers":
 	case "entra":
 		enableEntra(l.c, l.pos, origin{file: file, line: lineNo, key: "[entra]"})
-	case "metrics":
+	case "metrics", "audit":
 	case "entra_principals":
 		if _, ok := l.pos["entra_principals"]; !ok {
 			l.pos["entra_principals"] = origin{file: file, line: lineNo, key: "[entra_principals]"}
 		}
 	default:
-		l.errs = append(l.errs, Problem{File: file, Line: lineNo, Message: fmt.Sprintf("invalid section %q (expected pgbouncer, databases, users, peers, entra, entra_principals or metrics)", name)})
+		l.errs = append(l.errs, Problem{File: file, Line: lineNo, Message: fmt.Sprintf("invalid section %q (expected pgbouncer, databases, users, peers, entra, entra_principals, metrics or audit)", name)})
 		l.section, l.badSect = "", true
 		return
 	}

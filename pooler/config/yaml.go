@@ -44,6 +44,7 @@ type yamlConfig struct {
 	Network    yamlNetwork              `yaml:"network"`
 	Entra      *yamlEntra               `yaml:"entra"`
 	Metrics    yamlMetrics              `yaml:"metrics"`
+	Audit      yamlAudit                `yaml:"audit"`
 	Databases  map[string]*yamlDatabase `yaml:"databases"`
 	Users      map[string]*yamlUser     `yaml:"users"`
 }
@@ -373,6 +374,7 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 	_, hasEntra := lines["entra"]
 	errs = append(errs, applyYAMLEntra(c, y.Entra, hasEntra, path, lines, badLines, pos)...)
 	c.Metrics = Metrics{Listen: y.Metrics.Listen, Pprof: y.Metrics.Pprof}
+	c.Audit = Audit{LogFile: y.Audit.LogFile, Syslog: y.Audit.Syslog}
 	poolMode := func(s, p string) PoolMode {
 		if s == "" {
 			return PoolModeUnset
@@ -599,6 +601,11 @@ func (m *yamlFileMode) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*m = yamlFileMode(v)
 	return nil
+}
+
+type yamlAudit struct {
+	LogFile string `yaml:"log_file"`
+	Syslog  bool   `yaml:"syslog"`
 }
 
 type yamlMetrics struct {
