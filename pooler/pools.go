@@ -450,12 +450,12 @@ func (p *pool) acquire() (*puddle.Resource[*serverConn], error) {
 // waiting: the usual case, which then arms no query_wait_timeout timer.
 func (p *pool) tryIdle() *puddle.Resource[*serverConn] {
 	for {
-		p.mu.Lock()
-		main, paused := p.mu.main, p.mu.paused
-		p.mu.Unlock()
-		if paused {
+		if p.srv.pools.pause.blockedFor(p.key.db) != nil {
 			return nil
 		}
+		p.mu.Lock()
+		main := p.mu.main
+		p.mu.Unlock()
 		// Only when one is idle: TryAcquire on an empty pool would start
 		// a construction in the background.
 		if main.Stat().IdleResources() == 0 {
