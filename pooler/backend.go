@@ -51,6 +51,9 @@ type serverConn struct {
 	gen uint64
 	// broken is set when the connection must not be reused.
 	broken bool
+	// stmts are the statements the pooler prepared on this server
+	// (prepared.go); nil until the first use in transaction mode.
+	stmts *serverStmts
 	// cancelling counts cancel requests in flight against this server; it
 	// is not returned to the pool before they finish.
 	cancelling sync.WaitGroup
@@ -394,6 +397,10 @@ func (sc *serverConn) drainToReady() error {
 		case 'S':
 			if name, value, ok := parseParameterStatus(body); ok {
 				sc.params[strings.ToLower(name)] = value
+			}
+		case 'C':
+			if sc.stmts != nil && deallocatesAll(body) {
+				sc.stmts.forget()
 			}
 		case 'E':
 			if first == nil {

@@ -49,6 +49,14 @@ type clientConn struct {
 	params map[string]string
 	// paramsFP is params' fingerprint (paramsFingerprint).
 	paramsFP string
+	// ps holds the client's named prepared statements (transaction and
+	// statement mode, max_prepared_statements > 0; prepared.go); its
+	// client map is guarded by mu, the rest belongs to the attachment.
+	// psOut and psRepl are the session goroutine's scratch buffers for
+	// rewritten messages.
+	ps     prepState
+	psOut  []byte
+	psRepl []byte
 	// idleBufp is what an idle client waits on: a small pooled buffer
 	// instead of a relay buffer, held while a goroutine runs the session
 	// (park.go).

@@ -44,6 +44,9 @@ type attachment struct {
 	// COPY data without waiting for it).
 	copyIn   bool
 	copyEnds int
+	// prep is set when the client's named prepared statements are
+	// tracked and rewritten on this server (prepared.go).
+	prep bool
 	// clientGone is set when the client ended its session; the pump then
 	// releases (if clean) or destroys the server and exits.
 	clientGone bool
@@ -65,6 +68,9 @@ type serverStream struct {
 	bufp      *[]byte
 	r, w      int
 	remaining int
+	// splice is what replaces the skip bytes at r after a scanSplice.
+	splice []byte
+	skip   int
 }
 
 func (ss *serverStream) buf() []byte {
@@ -101,6 +107,9 @@ func (c *clientConn) runSession() (err error) {
 	r, w := 0, 0
 	remaining := 0 // body bytes of the current message still to forward
 	sawFlush := false
+	// needMore is set when prepared-statement rewriting needs more of a
+	// message than has arrived.
+	needMore, noted := false, false
 	// att is the attachment the current message was counted on; it
 	// carries over reads while a long message's body is still arriving.
 	var att *attachment
@@ -166,24 +175,47 @@ func (c *clientConn) runSession() (err error) {
 				return newError(codeMessageTooLarge, "message exceeds max_packet_size")
 			}
 			if typ == 'X' {
-				if err := c.forward(att, buf[start:r]); err != nil {
+				if err := c.forwardRun(att, buf[start:r]); err != nil {
 					return err
 				}
 				return nil
 			}
-			a, err := c.noteRequest(typ)
-			if err != nil {
-				return err
+			if !noted {
+				a, err := c.noteRequest(typ)
+				if err != nil {
+					return err
+				}
+				att = a
 			}
+			noted = false
 			if typ == 'H' {
 				sawFlush = true
 			}
-			att = a
+			if att.prep {
+				if want := prepWant(typ, l, buf[r:w]); want > w-r {
+					// Wait for more of the message (it was counted).
+					needMore, noted = true, true
+					break
+				} else if want > 0 {
+					c.mu.Lock()
+					repl, n := c.ps.rewrite(c.psRepl[:0], typ, l, buf[r:w])
+					c.mu.Unlock()
+					c.psRepl = repl
+					if n > 0 {
+						c.psOut = append(c.psOut, buf[start:r]...)
+						c.psOut = append(c.psOut, repl...)
+						r += n
+						start = r
+						remaining = l + 1 - n
+						continue
+					}
+				}
+			}
 			r += 5
 			remaining = l - 4
 		}
-		if r > start {
-			if err := c.forward(att, buf[start:r]); err != nil {
+		if r > start || len(c.psOut) > 0 {
+			if err := c.forwardRun(att, buf[start:r]); err != nil {
 				return err
 			}
 		}
@@ -193,6 +225,15 @@ func (c *clientConn) runSession() (err error) {
 			r = 0
 		} else if r == w {
 			r, w = 0, 0
+		}
+		if needMore {
+			needMore = false
+			if w == len(buf) {
+				// A message the rewriting needs whole is larger
+				// than the buffer.
+				buf = growBuf(buf, w, 2*len(buf))
+			}
+			continue
 		}
 		if att != nil && remaining == 0 {
 			if err := c.afterForward(att, sawFlush); err != nil {
@@ -320,6 +361,31 @@ func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 	return att, nil
 }
 
+// forwardRun forwards the messages rewritten so far (if any) followed by
+// the unchanged run b.
+func (c *clientConn) forwardRun(att *attachment, b []byte) error {
+	if len(c.psOut) == 0 {
+		return c.forward(att, b)
+	}
+	c.psOut = append(c.psOut, b...)
+	err := c.forward(att, c.psOut)
+	if cap(c.psOut) > relayBufSize {
+		c.psOut = nil
+	} else {
+		c.psOut = c.psOut[:0]
+	}
+	return err
+}
+
+// growBuf returns a larger copy of buf's first w bytes (a message the
+// prepared-statement rewriting needs whole does not fit). The copy is not
+// pooled; the session drops it when it next goes idle.
+func growBuf(buf []byte, w, size int) []byte {
+	nb := make([]byte, max(size, 2*len(buf)))
+	copy(nb, buf[:w])
+	return nb
+}
+
 func (c *clientConn) forward(att *attachment, b []byte) error {
 	if len(b) == 0 || att == nil {
 		return nil
@@ -362,6 +428,20 @@ func (c *clientConn) attach() (*attachment, error) {
 	}
 	att := &attachment{res: res, sc: sc, pool: p, mode: p.poolMode(), txStatus: 'I', xactStart: time.Now()}
 	c.mu.Lock()
+	if max := c.srv.cfg.Load().MaxPreparedStatements; att.mode != config.PoolSession && (max > 0 || len(c.ps.client) > 0) {
+		// Track named prepared statements (prepared.go). A client
+		// that has some keeps being tracked if a reload sets
+		// max_prepared_statements to 0; its server's set is then
+		// unbounded until the client leaves.
+		if sc.stmts == nil {
+			sc.stmts = newServerStmts()
+		}
+		if c.ps.client == nil {
+			c.ps.client = map[string]*clientStmt{}
+		}
+		c.ps.srv, c.ps.max = sc.stmts, max
+		att.prep = true
+	}
 	c.mu.att = att
 	c.mu.state = stateActive
 	if att.mode == config.PoolSession {
@@ -505,6 +585,7 @@ const (
 	scanReady                     // a ReadyForQuery was consumed
 	scanCopyIn                    // a CopyInResponse/CopyBothResponse was consumed
 	scanBad                       // the server broke the protocol
+	scanSplice                    // ss.skip bytes at r are to be replaced by ss.splice
 )
 
 // scanServer walks the server messages buffered in att.ss from r, acting on
@@ -530,9 +611,52 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 			return scanBad, readyKeep
 		}
 		switch typ {
+		case '1', '3':
+			if att.prep {
+				c.mu.Lock()
+				var a psAnswer
+				if typ == '1' {
+					a = att.sc.stmts.onParseComplete()
+				} else {
+					a = att.sc.stmts.onCloseComplete()
+				}
+				c.mu.Unlock()
+				switch a {
+				case psSwallow:
+					ss.splice, ss.skip = nil, l+1
+					return scanSplice, readyKeep
+				case psAsParse:
+					buf[ss.r] = '1'
+				}
+			}
+		case 'E':
+			if att.prep && l+1 <= len(buf) {
+				if ss.w-ss.r < l+1 {
+					return scanNeedRead, readyKeep
+				}
+				c.mu.Lock()
+				repl, ok := att.sc.stmts.onError(buf[ss.r+5 : ss.r+1+l])
+				c.mu.Unlock()
+				if ok {
+					ss.splice, ss.skip = repl, l+1
+					return scanSplice, readyKeep
+				}
+			}
+		case 'C':
+			if (att.mode != config.PoolSession || att.sc.stmts != nil) && (l == 4+8 || l == 4+12 || l == 4+15) {
+				if ss.w-ss.r < l+1 {
+					return scanNeedRead, readyKeep
+				}
+				c.commandTag(att, buf[ss.r+5:ss.r+1+l])
+			}
 		case 'Z':
 			if ss.w-ss.r < 6 {
 				return scanNeedRead, readyKeep
+			}
+			if att.prep {
+				c.mu.Lock()
+				att.sc.stmts.onReady(c.ps.client)
+				c.mu.Unlock()
 			}
 			status := buf[ss.r+5]
 			act := c.onReady(att, status, att.mode)
@@ -593,6 +717,26 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 		ss.remaining = l - 4
 	}
 	return scanNeedRead, readyKeep
+}
+
+// commandTag acts on the tags that change what the pooler knows of the
+// server's prepared statements: DISCARD ALL and DEALLOCATE ALL drop them
+// all (and the client's own), and a SQL PREPARE that got past the check on
+// simple queries makes the server unfit for other clients.
+func (c *clientConn) commandTag(att *attachment, body []byte) {
+	switch {
+	case deallocatesAll(body):
+		c.mu.Lock()
+		if att.sc.stmts != nil {
+			att.sc.stmts.forget()
+		}
+		clear(c.ps.client)
+		c.mu.Unlock()
+	case att.mode != config.PoolSession && string(body) == "PREPARE\x00":
+		// The statement stays on this server: close it at release
+		// rather than let another client run it.
+		att.sc.broken = true
+	}
 }
 
 // compact moves unscanned bytes to the front of the buffer before a read.
@@ -661,6 +805,12 @@ func (c *clientConn) driveInline(att *attachment) error {
 		switch ev {
 		case scanBad:
 			return fail(newError(codeServerConnCrashed, ""))
+		case scanSplice:
+			if err := c.splice(att); err != nil {
+				return fail(err)
+			}
+			needRead = ss.r == ss.w
+			continue
 		case scanCopyIn:
 			if qt > 0 {
 				_ = sc.conn.SetReadDeadline(time.Time{})
@@ -767,6 +917,13 @@ func (c *clientConn) pump(att *attachment) {
 		case scanBad:
 			c.pumpFatal(att, newError(codeServerConnCrashed, ""))
 			return
+		case scanSplice:
+			if err := c.splice(att); err != nil {
+				c.pumpEnded(att, err, 0)
+				return
+			}
+			needRead = ss.r == ss.w
+			continue
 		case scanNeedRead:
 			needRead = true
 			continue
@@ -798,6 +955,18 @@ func (c *clientConn) pump(att *attachment) {
 		}
 		needRead = ss.r == ss.w
 	}
+}
+
+// splice replaces the server message at ss.r as scanServer asked.
+func (c *clientConn) splice(att *attachment) error {
+	ss := &att.ss
+	ss.r += ss.skip
+	b := ss.splice
+	ss.splice, ss.skip = nil, 0
+	if len(b) > 0 {
+		return c.writeClient(b, att.pool)
+	}
+	return nil
 }
 
 type readyAction int
