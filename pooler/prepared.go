@@ -281,44 +281,47 @@ func (ps *prepState) rewrite(out []byte, typ byte, msgLen int, avail []byte) ([]
 		ps.serverParses++
 		return append(out, st.parse...), msgLen + 1
 	case 'B':
-		portal, rest, ok := cstring(avail[5:])
+		// Names are looked up without copying them: a cached
+		// statement's Bind costs no allocation.
+		portal, rest, ok := cbytes(avail[5:])
 		if !ok {
 			return out, 0
 		}
-		name, _, ok := cstring(rest)
-		if !ok || name == "" {
+		name, _, ok := cbytes(rest)
+		if !ok || len(name) == 0 {
 			return out, 0
 		}
 		consumed := 5 + len(portal) + 1 + len(name) + 1
-		st := ps.client[name]
-		srvName := name
+		st := ps.client[string(name)]
+		var srvName string
 		if st != nil {
 			out = ps.ensure(out, st)
 			srvName = st.srvName
-		} else if !hasSrvPrefix(name) {
+		} else if !hasSrvPrefix(string(name)) {
 			return out, 0
 		} else {
 			srvName = noopStmt // never reach a statement the client did not prepare
 		}
 		out = append(out, 'B', 0, 0, 0, 0)
 		binary.BigEndian.PutUint32(out[len(out)-4:], uint32(msgLen-len(name)+len(srvName)))
-		out = appendCString(out, portal)
+		out = append(out, portal...)
+		out = append(out, 0)
 		out = appendCString(out, srvName)
 		return out, consumed
 	case 'D':
 		if msgLen < 6 || avail[5] != 'S' {
 			return out, 0
 		}
-		name, _, ok := cstring(avail[6 : msgLen+1])
-		if !ok || name == "" {
+		name, _, ok := cbytes(avail[6 : msgLen+1])
+		if !ok || len(name) == 0 {
 			return out, 0
 		}
-		st := ps.client[name]
+		st := ps.client[string(name)]
 		srvName := noopStmt
 		if st != nil {
 			out = ps.ensure(out, st)
 			srvName = st.srvName
-		} else if !hasSrvPrefix(name) {
+		} else if !hasSrvPrefix(string(name)) {
 			return out, 0
 		}
 		out, p := appendMsg(out, 'D')
@@ -457,9 +460,6 @@ func (s *serverStmts) onReady(client map[string]*clientStmt) {
 	}
 }
 
-// settled reports whether every Parse and Close sent was answered.
-func (s *serverStmts) settled() bool { return s.parses.len() == 0 && s.closes.len() == 0 }
-
 func newClientStmt(rest []byte) *clientStmt {
 	sum := sha256.Sum256(rest)
 	st := &clientStmt{}
@@ -478,6 +478,17 @@ func srvStmtName(k stmtKey) string {
 	copy(b[:], srvStmtPrefix)
 	hex.Encode(b[len(srvStmtPrefix):], k[:])
 	return string(b[:])
+}
+
+// cbytes splits a NUL-terminated string off the front of b, without
+// copying it.
+func cbytes(b []byte) ([]byte, []byte, bool) {
+	for i, c := range b {
+		if c == 0 {
+			return b[:i], b[i+1:], true
+		}
+	}
+	return nil, nil, false
 }
 
 func hasSrvPrefix(name string) bool {

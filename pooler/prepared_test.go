@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -436,8 +434,8 @@ func TestPgxPgbouncerSuite(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pgx's suite skipped in -short mode")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
 		t.Skipf("no go command: %v", err)
 	}
 	in := startPooler(t, "auth_type = md5\npool_mode = transaction\ndefault_pool_size = 2\nmax_client_conn = 100\nmax_prepared_statements = 200")

@@ -129,13 +129,31 @@ func BenchmarkRelay(b *testing.B) {
 		&pgproto3.Execute{},
 		&pgproto3.Sync{},
 	)
+	// A named statement prepared once and then executed (what drivers
+	// with a statement cache send): Bind is rewritten by the pooler.
+	prepare := encode(b, &pgproto3.Parse{Name: "bench_s1", Query: "SELECT $1::int"}, &pgproto3.Sync{})
+	prepared := encode(b,
+		&pgproto3.Bind{PreparedStatement: "bench_s1", Parameters: [][]byte{[]byte("1")}, ResultFormatCodes: []int16{0}},
+		&pgproto3.Describe{ObjectType: 'P'},
+		&pgproto3.Execute{},
+		&pgproto3.Sync{},
+	)
 	for _, proto := range []struct {
-		name string
-		req  []byte
-	}{{"simple", simple}, {"extended", extended}} {
+		name       string
+		setup, req []byte
+	}{{"simple", nil, simple}, {"extended", nil, extended}, {"prepared", prepare, prepared}} {
 		for _, target := range []struct{ name, dsn string }{{"direct", direct}, {"pgwarden", pooled}} {
 			b.Run(proto.name+"/"+target.name, func(b *testing.B) {
-				benchRoundTrips(b, rawConn(b, target.dsn), proto.req)
+				conn := rawConn(b, target.dsn)
+				if proto.setup != nil {
+					if _, err := conn.Write(proto.setup); err != nil {
+						b.Fatal(err)
+					}
+					if err := readUntilReady(conn, make([]byte, 4096)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				benchRoundTrips(b, conn, proto.req)
 			})
 		}
 	}
