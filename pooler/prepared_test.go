@@ -464,3 +464,21 @@ func TestPgxPgbouncerSuite(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchPathTracked: search_path is tracked by default
+// (track_extra_parameters): a client that starts with its own keeps it on
+// whichever server it lands on, and another client never sees it.
+func TestSearchPathTracked(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 1")
+	a := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=simple_protocol", "search_path='pg_catalog,\"$user\"'")
+	b := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=simple_protocol")
+	def := queryString(t, b, "SHOW search_path")
+	for i := 0; i < 3; i++ {
+		if got := queryString(t, a, "SHOW search_path"); got != `pg_catalog, "$user"` {
+			t.Fatalf("client a: search_path %q", got)
+		}
+		if got := queryString(t, b, "SHOW search_path"); got != def {
+			t.Fatalf("client b: search_path %q, want %q", got, def)
+		}
+	}
+}

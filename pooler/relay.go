@@ -475,7 +475,7 @@ func (c *clientConn) syncParams(sc *serverConn) error {
 		if want == "" {
 			q.WriteString("RESET " + name + ";")
 		} else {
-			q.WriteString("SET " + name + "=" + quoteLiteral(want) + ";")
+			q.WriteString("SET " + name + "=" + setValue(k, want) + ";")
 		}
 		set = append(set, k)
 	}
@@ -515,6 +515,16 @@ func (c *clientConn) syncParams(sc *serverConn) error {
 	c.paramsFP = paramsFingerprint(c.params)
 	sc.paramsFP = c.paramsFP
 	return nil
+}
+
+// setValue renders a tracked parameter's value for SET: quoted as a
+// literal, except search_path, which is a list whose elements are already
+// quoted as identifiers where needed (as PgBouncer sends it).
+func setValue(lower, v string) string {
+	if lower == "search_path" {
+		return v
+	}
+	return quoteLiteral(v)
 }
 
 // paramsFingerprint renders a client's tracked parameter values in a

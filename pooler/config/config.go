@@ -258,7 +258,7 @@ type Config struct {
 	CancelWaitTimeout      time.Duration
 	TransactionTimeout     time.Duration
 
-	// track_extra_parameters (default IntervalStyle), ignore_startup_parameters.
+	// track_extra_parameters (default IntervalStyle, search_path), ignore_startup_parameters.
 	TrackExtraParameters    []string
 	IgnoreStartupParameters []string
 	// application_name_add_host.

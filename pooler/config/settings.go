@@ -210,7 +210,7 @@ var params = []param{
 	{"tcp_keepintvl", "0", false, bind(kindSeconds, func(c *Config) *time.Duration { return &c.TCPKeepIntvl })},
 	{"tcp_socket_buffer", "0", false, none(kindInt)},
 	{"tcp_user_timeout", "0", false, bind(kindMillis, func(c *Config) *time.Duration { return &c.TCPUserTimeout })},
-	{"track_extra_parameters", "IntervalStyle", restart, bList(func(c *Config) *[]string { return &c.TrackExtraParameters })},
+	{"track_extra_parameters", "IntervalStyle,search_path", restart, bList(func(c *Config) *[]string { return &c.TrackExtraParameters })},
 	{"transaction_timeout", "0", false, bTime(func(c *Config) *time.Duration { return &c.TransactionTimeout })},
 	{"unix_socket_dir", "/tmp", restart, bStr(func(c *Config) *string { return &c.UnixSocketDir })},
 	{"unix_socket_group", "", restart, none(kindString)},
