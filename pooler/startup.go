@@ -271,7 +271,12 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 		st.database = st.user
 	}
 	if st.replication != "" && !strings.EqualFold(st.replication, "false") && !strings.EqualFold(st.replication, "off") && st.replication != "0" && !strings.EqualFold(st.replication, "no") {
-		return nil, newError(codeUnsupportedStartupParam, "replication")
+		// Physical and logical replication need a dedicated server
+		// connection for the client's whole session; pgwarden does
+		// not offer that, and says so instead of a bare "unsupported
+		// startup parameter".
+		return nil, &pgError{code: codeUnsupportedStartupParam, arg: "replication", sqlstate: "0A000",
+			msg: "replication connections are not supported by pgwarden: connect replication clients (pg_basebackup, pg_receivewal, subscriptions) to PostgreSQL directly"}
 	}
 	if cfg.ApplicationNameAddHost {
 		app := st.params["application_name"]
