@@ -495,3 +495,48 @@ func TestReplicationRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestPreparedLargeMessages: a named statement whose Parse is larger than
+// the relay buffers, and Binds of it with a 2.4 MB parameter, which is
+// streamed behind the rewritten statement name.
+func TestPreparedLargeMessages(t *testing.T) {
+	in := startPooler(t, txPool2)
+	ctx := context.Background()
+	pc := pgconnTo(t, in.dsn("alice", "alice-pw", "app"))
+	query := "SELECT length($1::text) /* " + strings.Repeat("padding ", 40_000) + " */"
+	if _, err := pc.Prepare(ctx, "big", query, nil); err != nil {
+		t.Fatal(err)
+	}
+	arg := strings.Repeat("abcdefgh", 300_000)
+	for i := 0; i < 3; i++ {
+		r := pc.ExecPrepared(ctx, "big", [][]byte{[]byte(arg)}, nil, nil).Read()
+		if r.Err != nil || string(r.Rows[0][0]) != fmt.Sprint(len(arg)) {
+			t.Fatalf("%v %q", r.Err, r.Rows)
+		}
+	}
+	// Another client lands on a server without the statement: the
+	// large Parse is injected there.
+	other := pgconnTo(t, in.dsn("alice", "alice-pw", "app"))
+	if _, err := other.Prepare(ctx, "big2", query, nil); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, c := range []*pgconn.PgConn{pc, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := "big"
+			if c == other {
+				name = "big2"
+			}
+			for i := 0; i < 5; i++ {
+				r := c.ExecPrepared(ctx, name, [][]byte{[]byte("xyz")}, nil, nil).Read()
+				if r.Err != nil || string(r.Rows[0][0]) != "3" {
+					t.Errorf("%s: %v %q", name, r.Err, r.Rows)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
