@@ -818,8 +818,7 @@ var (
 const oidBytea = 17
 
 // statsRows builds SHOW STATS (totals and averages), STATS_TOTALS or
-// STATS_AVERAGES rows, one per database. Parse/bind counts are not
-// tracked (no prepared-statement support yet): those columns are 0.
+// STATS_AVERAGES rows, one per database.
 func (a *adminSession) statsRows(totals, avgs bool) [][]*string {
 	s := a.c.srv
 	tot := s.statsByDB()
@@ -830,12 +829,12 @@ func (a *adminSession) statsRows(totals, avgs bool) [][]*string {
 		if totals {
 			t := tot[db]
 			row = append(row, ip(t.assign), ip(t.xacts), ip(t.queries), ip(t.recv), ip(t.sent),
-				ip(t.xactTime), ip(t.queryTime), ip(t.waitTime), ip(0), ip(0), ip(0))
+				ip(t.xactTime), ip(t.queryTime), ip(t.waitTime), ip(t.clientParses), ip(t.serverParses), ip(t.binds))
 		}
 		if avgs {
 			v := av[db]
 			row = append(row, ip(v.assign), ip(v.xacts), ip(v.queries), ip(v.recv), ip(v.sent),
-				ip(v.xactTime), ip(v.queryTime), ip(v.waitTime), ip(0), ip(0), ip(0))
+				ip(v.xactTime), ip(v.queryTime), ip(v.waitTime), ip(v.clientParses), ip(v.serverParses), ip(v.binds))
 		}
 		rows = append(rows, row)
 	}
@@ -957,7 +956,7 @@ func (s *Server) clientRows() [][]*string {
 			sp(addr), ip(int64(port)), sp(laddr), ip(int64(lport)),
 			sp(pgTime(v.connectTime)), sp(pgTime(v.requestTime)),
 			ip(int64(wait / time.Second)), ip(int64(wait % time.Second / time.Microsecond)), ip(closeNeeded),
-			sp(ptrText(c)), link, ip(pid), sp(v.tls), sp(v.appName), ip(0), ip(int64(c.id))})
+			sp(ptrText(c)), link, ip(pid), sp(v.tls), sp(v.appName), ip(int64(v.prepared)), ip(int64(c.id))})
 	}
 	return rows
 }
@@ -975,7 +974,7 @@ func (s *Server) serverRows() [][]*string {
 		rows = append(rows, []*string{sp("S"), sp(v.pool.key.user), sp(v.pool.key.db), sp("none"), sp(v.state),
 			sp(addr), ip(int64(port)), sp(laddr), ip(int64(lport)),
 			sp(pgTime(sc.created)), sp(pgTime(sc.created)), ip(0), ip(0), ip(b2i(v.pool.stale(sc))),
-			sp(ptrText(sc)), link, ip(int64(sc.pid)), sp(sc.tlsDescription()), sp(""), ip(0), ip(0)})
+			sp(ptrText(sc)), link, ip(int64(sc.pid)), sp(sc.tlsDescription()), sp(""), ip(int64(sc.stmts.n.Load())), ip(0)})
 	}
 	return rows
 }

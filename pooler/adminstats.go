@@ -20,16 +20,19 @@ import (
 // all of them for the stats: log line).
 type dbStats struct {
 	assign, xacts, queries, recv, sent, xactTime, queryTime, waitTime int64
+	clientParses, serverParses, binds                                 int64
 }
 
 func (a dbStats) add(b dbStats) dbStats {
 	return dbStats{a.assign + b.assign, a.xacts + b.xacts, a.queries + b.queries, a.recv + b.recv,
-		a.sent + b.sent, a.xactTime + b.xactTime, a.queryTime + b.queryTime, a.waitTime + b.waitTime}
+		a.sent + b.sent, a.xactTime + b.xactTime, a.queryTime + b.queryTime, a.waitTime + b.waitTime,
+		a.clientParses + b.clientParses, a.serverParses + b.serverParses, a.binds + b.binds}
 }
 
 func (a dbStats) sub(b dbStats) dbStats {
 	return dbStats{a.assign - b.assign, a.xacts - b.xacts, a.queries - b.queries, a.recv - b.recv,
-		a.sent - b.sent, a.xactTime - b.xactTime, a.queryTime - b.queryTime, a.waitTime - b.waitTime}
+		a.sent - b.sent, a.xactTime - b.xactTime, a.queryTime - b.queryTime, a.waitTime - b.waitTime,
+		a.clientParses - b.clientParses, a.serverParses - b.serverParses, a.binds - b.binds}
 }
 
 // statsByDB sums the pools' counters per database.
@@ -46,6 +49,9 @@ func (s *Server) statsByDB() map[string]dbStats {
 		d.xactTime += st.xactTime.Load()
 		d.queryTime += st.queryTime.Load()
 		d.waitTime += st.waitTime.Load()
+		d.clientParses += st.clientParses.Load()
+		d.serverParses += st.serverParses.Load()
+		d.binds += st.binds.Load()
 		out[p.key.db] = d
 	}
 	return out
@@ -73,6 +79,7 @@ type adminState struct {
 // dbAvg holds per-second rates (counts, bytes) and per-event times (µs).
 type dbAvg struct {
 	assign, xacts, queries, recv, sent, xactTime, queryTime, waitTime int64
+	clientParses, serverParses, binds                                 int64 // per second
 }
 
 var adminStates sync.Map // *Server → *adminState
@@ -128,6 +135,8 @@ func (st *adminState) snapshot(cur map[string]dbStats, now time.Time) {
 			queries: int64(float64(d.queries) / secs), recv: int64(float64(d.recv) / secs),
 			sent: int64(float64(d.sent) / secs), xactTime: per(d.xactTime, d.xacts),
 			queryTime: per(d.queryTime, d.queries), waitTime: per(d.waitTime, d.assign),
+			clientParses: int64(float64(d.clientParses) / secs), serverParses: int64(float64(d.serverParses) / secs),
+			binds: int64(float64(d.binds) / secs),
 		}
 	}
 	avg := map[string]dbAvg{}
@@ -185,6 +194,7 @@ type clientView struct {
 	connectTime time.Time
 	requestTime time.Time
 	closeNeeded bool
+	prepared    int // named prepared statements
 }
 
 // clientViews lists signed-in clients (login-phase clients are left out,
@@ -211,6 +221,7 @@ func (s *Server) clientViews() []clientView {
 		v.user, v.db = c.st.user, c.st.database
 		v.appName = c.st.params["application_name"]
 		v.tls = c.tlsDesc
+		v.prepared = len(c.ps.client)
 		switch {
 		case state == stateWaiting:
 			v.state, v.waitFrom = "waiting", c.mu.waitFrom

@@ -52,7 +52,7 @@ type serverConn struct {
 	// broken is set when the connection must not be reused.
 	broken bool
 	// stmts are the statements the pooler prepared on this server
-	// (prepared.go); nil until the first use in transaction mode.
+	// (prepared.go). The pointer is set at creation and never changes.
 	stmts *serverStmts
 	// cancelling counts cancel requests in flight against this server; it
 	// is not returned to the pool before they finish.
@@ -95,7 +95,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tuneTCP(tc, cfg)
 	}
-	sc := &serverConn{conn: conn, pool: p, target: addr, network: network, params: map[string]string{}, created: time.Now()}
+	sc := &serverConn{conn: conn, pool: p, target: addr, network: network, params: map[string]string{}, created: time.Now(), stmts: newServerStmts()}
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(deadline)
 	}
@@ -399,7 +399,7 @@ func (sc *serverConn) drainToReady() error {
 				sc.params[strings.ToLower(name)] = value
 			}
 		case 'C':
-			if sc.stmts != nil && deallocatesAll(body) {
+			if deallocatesAll(body) {
 				sc.stmts.forget()
 			}
 		case 'E':

@@ -106,6 +106,11 @@ type poolStats struct {
 	recv       atomic.Int64
 	sent       atomic.Int64
 	assignCnt  atomic.Int64
+	// Prepared statements (transaction and statement mode): named Parses
+	// from clients, Parses sent to servers, Binds of named statements.
+	clientParses atomic.Int64
+	serverParses atomic.Int64
+	binds        atomic.Int64
 }
 
 // forClient finds or creates the pool for a signed-in client.

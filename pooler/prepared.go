@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"sync/atomic"
 )
 
 // Protocol-level prepared statements in transaction and statement mode
@@ -128,6 +129,8 @@ type serverStmts struct {
 	// syncs counts Sync, Query and FunctionCall messages sent, readies the
 	// ReadyForQuery messages received, both while tracking.
 	syncs, readies uint64
+	// n is len(byKey), readable by SHOW SERVERS at any time.
+	n atomic.Int32
 }
 
 func newServerStmts() *serverStmts { return &serverStmts{byKey: map[stmtKey]*lruNode{}} }
@@ -148,12 +151,14 @@ func (s *serverStmts) add(k stmtKey) {
 	n := &lruNode{key: k}
 	s.byKey[k] = n
 	s.pushFront(n)
+	s.n.Store(int32(len(s.byKey)))
 }
 
 func (s *serverStmts) remove(k stmtKey) {
 	if n, ok := s.byKey[k]; ok {
 		s.unlink(n)
 		delete(s.byKey, k)
+		s.n.Store(int32(len(s.byKey)))
 	}
 }
 
@@ -186,6 +191,7 @@ func (s *serverStmts) unlink(n *lruNode) {
 func (s *serverStmts) forget() {
 	clear(s.byKey)
 	s.head, s.tail = nil, nil
+	s.n.Store(0)
 }
 
 // count is the number of statements prepared on the server.
@@ -197,9 +203,20 @@ type prepState struct {
 	client map[string]*clientStmt
 	srv    *serverStmts
 	max    int
-	// newStmts counts the client's named Parses, serverParses the Parses
-	// sent to the server (for statistics).
-	newStmts, serverParses int
+	// Statistics since the caller last took them: the client's named
+	// Parses, the Parses sent to the server, Binds of named statements.
+	clientParses, serverParses, binds int64
+}
+
+// takeStats adds the counts gathered by rewrite to a pool's statistics.
+func (ps *prepState) takeStats(st *poolStats) {
+	if ps.clientParses|ps.serverParses|ps.binds == 0 {
+		return
+	}
+	st.clientParses.Add(ps.clientParses)
+	st.serverParses.Add(ps.serverParses)
+	st.binds.Add(ps.binds)
+	ps.clientParses, ps.serverParses, ps.binds = 0, 0, 0
 }
 
 // prepWant says how many bytes of the message starting at avail[0] (type
@@ -264,13 +281,13 @@ func (ps *prepState) rewrite(out []byte, typ byte, msgLen int, avail []byte) ([]
 			s.parses.push(psEntry{kind: pForward, gen: s.syncs})
 			return out, 0
 		}
+		ps.clientParses++
 		if _, dup := ps.client[name]; dup {
 			s.parses.push(psEntry{kind: pDup, gen: s.syncs, name: name})
 			return appendParse(out, noopStmt, dupQuery), msgLen + 1
 		}
 		st := newClientStmt(rest)
 		ps.client[name] = st
-		ps.newStmts++
 		if s.has(st.key) {
 			s.closes.push(psEntry{kind: cAsParse, gen: s.syncs, name: name, stmt: st})
 			return appendClose(out, 'S', noopStmt), msgLen + 1
@@ -295,6 +312,7 @@ func (ps *prepState) rewrite(out []byte, typ byte, msgLen int, avail []byte) ([]
 		st := ps.client[string(name)]
 		var srvName string
 		if st != nil {
+			ps.binds++
 			out = ps.ensure(out, st)
 			srvName = st.srvName
 		} else if !hasSrvPrefix(string(name)) {

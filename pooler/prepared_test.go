@@ -540,3 +540,40 @@ func TestPreparedLargeMessages(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestPreparedConsoleCounts: SHOW STATS counts Parses and Binds, SHOW
+// CLIENTS and SHOW SERVERS the statements a client and a server hold.
+func TestPreparedConsoleCounts(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 1")
+	ctx := context.Background()
+	pc := pgconnTo(t, in.dsn("alice", "alice-pw", "app"))
+	for i := 0; i < 3; i++ {
+		if _, err := pc.Prepare(ctx, fmt.Sprintf("c%d", i), fmt.Sprintf("SELECT %d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j < 2; j++ {
+			if r := pc.ExecPrepared(ctx, fmt.Sprintf("c%d", i), nil, nil, nil).Read(); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+	}
+	admin := in.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	st := statsRow(t, admin, "SHOW STATS", "app")
+	if st["total_client_parse_count"] != "3" || st["total_server_parse_count"] != "3" || st["total_bind_count"] != "6" {
+		t.Fatalf("SHOW STATS: %v", st)
+	}
+	_, _, clients := consoleResult(t, admin, "SHOW CLIENTS")
+	found := false
+	for _, c := range clients {
+		if c["database"] == "app" {
+			found = true
+			if c["prepared_statements"] != "3" {
+				t.Fatalf("SHOW CLIENTS: %v", c)
+			}
+		}
+	}
+	_, _, servers := consoleResult(t, admin, "SHOW SERVERS")
+	if !found || len(servers) != 1 || servers[0]["prepared_statements"] != "3" {
+		t.Fatalf("SHOW SERVERS: %v", servers)
+	}
+}

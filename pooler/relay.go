@@ -199,6 +199,7 @@ func (c *clientConn) runSession() (err error) {
 				} else if want > 0 {
 					c.mu.Lock()
 					repl, n := c.ps.rewrite(c.psRepl[:0], typ, l, buf[r:w])
+					c.ps.takeStats(&att.pool.stats)
 					c.mu.Unlock()
 					c.psRepl = repl
 					if n > 0 {
@@ -433,9 +434,6 @@ func (c *clientConn) attach() (*attachment, error) {
 		// that has some keeps being tracked if a reload sets
 		// max_prepared_statements to 0; its server's set is then
 		// unbounded until the client leaves.
-		if sc.stmts == nil {
-			sc.stmts = newServerStmts()
-		}
 		if c.ps.client == nil {
 			c.ps.client = map[string]*clientStmt{}
 		}
@@ -653,7 +651,7 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 				}
 			}
 		case 'C':
-			if (att.mode != config.PoolSession || att.sc.stmts != nil) && (l == 4+8 || l == 4+12 || l == 4+15) {
+			if l == 4+8 || l == 4+12 || l == 4+15 {
 				if ss.w-ss.r < l+1 {
 					return scanNeedRead, readyKeep
 				}
@@ -737,9 +735,7 @@ func (c *clientConn) commandTag(att *attachment, body []byte) {
 	switch {
 	case deallocatesAll(body):
 		c.mu.Lock()
-		if att.sc.stmts != nil {
-			att.sc.stmts.forget()
-		}
+		att.sc.stmts.forget()
 		clear(c.ps.client)
 		c.mu.Unlock()
 	case att.mode != config.PoolSession && string(body) == "PREPARE\x00":

@@ -45,6 +45,7 @@ func poolCollector(srv *pooler.Server) prometheus.Collector {
 				BytesReceived: p.BytesReceived, BytesSent: p.BytesSent,
 				XactTimeMicros: p.XactTimeMicros, QueryTimeMicros: p.QueryTimeMicros, WaitTimeMicros: p.WaitTimeMicros,
 				ServerAssignmentCount: p.ServerAssignmentCount,
+				ClientParseCount:      p.ClientParseCount, ServerParseCount: p.ServerParseCount, BindCount: p.BindCount,
 			}
 		}
 		return out
