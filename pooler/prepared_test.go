@@ -2,6 +2,9 @@ package pooler_test
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
+	"net"
 	"errors"
 	"fmt"
 	"os"
@@ -575,5 +578,165 @@ func TestPreparedConsoleCounts(t *testing.T) {
 	_, _, servers := consoleResult(t, admin, "SHOW SERVERS")
 	if !found || len(servers) != 1 || servers[0]["prepared_statements"] != "3" {
 		t.Fatalf("SHOW SERVERS: %v", servers)
+	}
+}
+
+// TestCopyLargeMessages: in every pool mode, a COPY FROM STDIN whose
+// CopyData messages are 2 MiB each, a COPY TO STDOUT that returns a 2 MiB
+// row, and a COPY that fails in the middle of a large message stream.
+func TestCopyLargeMessages(t *testing.T) {
+	for _, mode := range []string{"session", "transaction", "statement"} {
+		t.Run(mode, func(t *testing.T) {
+			in := startPooler(t, "auth_type = scram-sha-256\npool_mode = "+mode+"\ndefault_pool_size = 1")
+			ctx := context.Background()
+			pc := pgconnTo(t, in.dsn("alice", "alice-pw", "app"))
+			table := "bigcopy_" + mode
+			if _, err := pc.Exec(ctx, "DROP TABLE IF EXISTS "+table+"; CREATE TABLE "+table+" (id int, payload text)").ReadAll(); err != nil {
+				t.Fatal(err)
+			}
+			hc, err := pc.Hijack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn := hc.Conn
+			defer conn.Close()
+			payload := strings.Repeat("y", 2<<20)
+			copyData := func(row string) []byte {
+				return msg('d', []byte(row))
+			}
+			// Two 2 MiB rows, each in one CopyData message.
+			req := appendQueryMsg("COPY " + table + " FROM STDIN")
+			req = append(req, copyData("1\t"+payload+"\n")...)
+			req = append(req, copyData("2\t"+payload+"\n")...)
+			req = append(req, 'c', 0, 0, 0, 4)
+			if got := roundTrip(t, conn, req); !strings.Contains(got, "C:COPY 2") || strings.Contains(got, "E:") {
+				t.Fatalf("COPY FROM STDIN: %s", got)
+			}
+			// A large row with a bad id: the server fails the COPY.
+			req = appendQueryMsg("COPY " + table + " FROM STDIN")
+			req = append(req, copyData("x\t"+payload+"\n")...)
+			req = append(req, 'c', 0, 0, 0, 4)
+			if got := roundTrip(t, conn, req); !strings.Contains(got, "E:22P02") {
+				t.Fatalf("bad COPY: %s", got)
+			}
+			// The client gives up in the middle (CopyFail).
+			req = appendQueryMsg("COPY " + table + " FROM STDIN")
+			req = append(req, copyData("3\t"+payload+"\n")...)
+			req = append(req, msg('f', []byte("the application gave up\x00"))...)
+			if got := roundTrip(t, conn, req); !strings.Contains(got, "E:57014") {
+				t.Fatalf("CopyFail: %s", got)
+			}
+			got := roundTrip(t, conn, appendQueryMsg("COPY (SELECT payload FROM "+table+" ORDER BY id) TO STDOUT"))
+			if !strings.Contains(got, "C:COPY 2") || !strings.Contains(got, fmt.Sprintf("d:%d", len(payload)+1)) {
+				t.Fatalf("COPY TO STDOUT: %s", got)
+			}
+			if got := roundTrip(t, conn, appendQueryMsg("SELECT count(*) FROM "+table)); !strings.Contains(got, "D") {
+				t.Fatalf("after COPY: %s", got)
+			}
+		})
+	}
+}
+
+func appendQueryMsg(sql string) []byte { return msg('Q', []byte(sql+"\x00")) }
+
+func msg(typ byte, body []byte) []byte {
+	m := make([]byte, 5, 5+len(body))
+	m[0] = typ
+	binary.BigEndian.PutUint32(m[1:], uint32(4+len(body)))
+	return append(m, body...)
+}
+
+// roundTrip writes req and reads up to ReadyForQuery, rendering each
+// message as its type (CommandComplete with its tag, ErrorResponse with its
+// SQLSTATE, CopyData with its length).
+func roundTrip(t *testing.T, conn net.Conn, req []byte) string {
+	t.Helper()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	defer conn.SetDeadline(time.Time{})
+	if _, err := conn.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	hdr := make([]byte, 5)
+	for {
+		if _, err := io.ReadFull(conn, hdr); err != nil {
+			t.Fatalf("%v after %v", err, out)
+		}
+		body := make([]byte, binary.BigEndian.Uint32(hdr[1:])-4)
+		if _, err := io.ReadFull(conn, body); err != nil {
+			t.Fatal(err)
+		}
+		switch hdr[0] {
+		case 'C':
+			out = append(out, "C:"+strings.TrimRight(string(body), "\x00"))
+		case 'E':
+			code := ""
+			for _, f := range strings.Split(string(body), "\x00") {
+				if strings.HasPrefix(f, "C") {
+					code = f[1:]
+				}
+			}
+			out = append(out, "E:"+code)
+		case 'd':
+			out = append(out, fmt.Sprintf("d:%d", len(body)))
+		case 'Z':
+			return strings.Join(out, " ")
+		default:
+			out = append(out, string(hdr[0]))
+		}
+	}
+}
+
+// TestPreparedReload: max_prepared_statements is reloadable; a lower bound
+// applies from the next transaction, and 0 turns tracking off for new
+// clients while clients that have statements keep them working.
+func TestPreparedReload(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 1")
+	ctx := context.Background()
+	pc := pgconnTo(t, in.dsn("alice", "alice-pw", "app"))
+	run := func(name string, n int) {
+		t.Helper()
+		r := pc.ExecPrepared(ctx, name, nil, nil, nil).Read()
+		if r.Err != nil || string(r.Rows[0][0]) != fmt.Sprint(n) {
+			t.Fatalf("%s: %v %q", name, r.Err, r.Rows)
+		}
+	}
+	serverCount := func() int {
+		r, err := pc.Exec(ctx, "SELECT count(*) FROM pg_prepared_statements").ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(string(r[0].Rows[0][0]))
+		return n
+	}
+	for i := 0; i < 8; i++ {
+		if _, err := pc.Prepare(ctx, fmt.Sprintf("r%d", i), fmt.Sprintf("SELECT %d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := serverCount(); n != 8 {
+		t.Fatalf("%d statements on the server, want 8", n)
+	}
+	in.reload(t, "max_prepared_statements = 3")
+	for i := 8; i < 12; i++ {
+		if _, err := pc.Prepare(ctx, fmt.Sprintf("r%d", i), fmt.Sprintf("SELECT %d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := serverCount(); n > 3 {
+		t.Fatalf("%d statements on the server after the reload, want at most 3", n)
+	}
+	for i := 0; i < 12; i++ {
+		run(fmt.Sprintf("r%d", i), i)
+	}
+	in.reload(t, "max_prepared_statements = 0")
+	run("r1", 1) // still tracked for this client
+	fresh := pgconnTo(t, in.dsn("alice", "alice-pw", "app"))
+	if _, err := fresh.Prepare(ctx, "untracked", "SELECT 'as sent'", nil); err != nil {
+		t.Fatal(err)
+	}
+	r, err := fresh.Exec(ctx, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'untracked'").ReadAll()
+	if err != nil || string(r[0].Rows[0][0]) != "1" {
+		t.Fatalf("with max_prepared_statements = 0 the name should reach the server as sent: %v %v", r, err)
 	}
 }
