@@ -3,10 +3,10 @@ package pooler_test
 import (
 	"context"
 	"encoding/binary"
-	"io"
-	"net"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
