@@ -621,6 +621,9 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 		switch typ {
 		case '1', '3':
 			if att.prep {
+				if l != 4 {
+					return scanBad, readyKeep
+				}
 				c.mu.Lock()
 				var a psAnswer
 				if typ == '1' {
