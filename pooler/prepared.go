@@ -223,6 +223,8 @@ func (ps *prepState) takeStats(st *poolStats) {
 // byte first) rewrite needs in the buffer, or 0 when it needs none.
 func prepWant(typ byte, msgLen int, avail []byte) int {
 	switch typ {
+	case 'S', 'F':
+		return 5 // counted: each gets a ReadyForQuery
 	case 'P', 'D', 'C':
 		return msgLen + 1
 	case 'Q':
@@ -404,6 +406,31 @@ const (
 	psSwallow
 	psAsParse
 )
+
+// unsettledBefore reports whether a Parse or Close sent before the last
+// Sync is still unanswered.
+func (s *serverStmts) unsettledBefore() bool {
+	if s.readies >= s.syncs {
+		return false
+	}
+	for _, e := range s.parses.q[s.parses.head:] {
+		if e.gen >= s.syncs {
+			break
+		}
+		if e.kind != pForward {
+			return true
+		}
+	}
+	for _, e := range s.closes.q[s.closes.head:] {
+		if e.gen >= s.syncs {
+			break
+		}
+		if e.kind != cForward {
+			return true
+		}
+	}
+	return false
+}
 
 func (s *serverStmts) onParseComplete() psAnswer {
 	if s.parses.len() == 0 {

@@ -244,6 +244,30 @@ func TestPreparedMatchesPostgres(t *testing.T) {
 				p.SendQueryPrepared("s2", nil, nil, nil)
 			},
 		}},
+		{"several syncs in one pipeline", []func(p *pgconn.Pipeline){
+			func(p *pgconn.Pipeline) {
+				p.SendPrepare("m1", "SELECT $1::int + 1", nil)
+				p.SendPipelineSync()
+				p.SendQueryPrepared("m1", [][]byte{[]byte("1")}, nil, nil)
+				p.SendQueryParams("SELECT 1/0", nil, nil, nil, nil)
+				p.SendPrepare("m2", "SELECT 'skipped'", nil)
+				p.SendQueryPrepared("m1", [][]byte{[]byte("2")}, nil, nil)
+				p.SendPipelineSync()
+				p.SendPrepare("m3", "SELECT 'm3'", nil)
+				p.SendQueryPrepared("m3", nil, nil, nil)
+				p.SendPipelineSync()
+				p.SendQueryPrepared("m2", nil, nil, nil)
+				p.SendPipelineSync()
+				p.SendPrepare("m2", "SELECT 'm2 now'", nil)
+				p.SendQueryPrepared("m2", nil, nil, nil)
+				p.SendQueryPrepared("m1", [][]byte{[]byte("3")}, nil, nil)
+			},
+			func(p *pgconn.Pipeline) {
+				p.SendQueryPrepared("m1", [][]byte{[]byte("4")}, nil, nil)
+				p.SendQueryPrepared("m2", nil, nil, nil)
+				p.SendQueryPrepared("m3", nil, nil, nil)
+			},
+		}},
 		{"re-parse and close", []func(p *pgconn.Pipeline){
 			func(p *pgconn.Pipeline) {
 				p.SendPrepare("d1", "SELECT 1", nil)

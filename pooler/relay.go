@@ -197,6 +197,18 @@ func (c *clientConn) runSession() (err error) {
 					needMore, noted = true, true
 					break
 				} else if want > 0 {
+					if typ != 'S' && typ != 'F' && typ != 'Q' && c.prepBarrier(att) {
+						// What this message means depends on how
+						// an earlier batch of this pipeline ends:
+						// let the server answer it first.
+						if err := c.forwardRun(att, buf[start:r]); err != nil {
+							return err
+						}
+						start = r
+						if err := c.driveInline(att); err != nil {
+							return err
+						}
+					}
 					c.mu.Lock()
 					repl, n := c.ps.rewrite(c.psRepl[:0], typ, l, buf[r:w])
 					c.ps.takeStats(&att.pool.stats)
@@ -360,6 +372,18 @@ func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 	}
 	c.mu.Unlock()
 	return att, nil
+}
+
+// prepBarrier reports whether Parses or Closes of an earlier batch (before
+// a Sync already sent) are still unanswered, so that a statement they
+// create or drop might not exist after all if the server skips them after
+// an error. The session goroutine then reads the server's answers to those
+// batches before it rewrites the next message. (With a pump reading the
+// server, after a Flush, it does not wait.)
+func (c *clientConn) prepBarrier(att *attachment) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !att.pumped && c.ps.srv.unsettledBefore()
 }
 
 // forwardRun forwards the messages rewritten so far (if any) followed by
