@@ -37,8 +37,15 @@ import (
 // each tagged with the number of Syncs (and simple Queries) sent before
 // it. A ParseComplete or CloseComplete answers the head of its queue; at
 // each ReadyForQuery the entries that got no answer (the server skipped
-// them after an error) are dropped and their effect undone. Every other
-// message passes as bytes, as before.
+// them after an error) are dropped and their effect undone. When a
+// pipeline goes on past a Sync while such Parses or Closes of an earlier
+// batch are unanswered, the session goroutine first reads the server's
+// answers to that batch (prepBarrier), so that the next message is
+// rewritten against what really exists; a client that reads with Flush
+// (the pump reads the server then) does not wait, and in that rare case a
+// Bind of a statement whose Parse the server skipped names the server's
+// statement in its "does not exist" error. Every other message passes as
+// bytes, as before.
 
 const (
 	// srvStmtPrefix starts every server-side statement name.
