@@ -330,14 +330,18 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 	if err := sd.notify("READY=1\nSTATUS=accepting connections\nMAINPID=" + strconv.Itoa(os.Getpid())); err != nil {
 		log.Warn("cannot tell systemd that pgwarden is ready", "err", err)
 	}
+	// Every shutdown (a signal, SHUTDOWN on the console) starts with
+	// Stopping; Serve returns only after one.
+	stopped := make(chan struct{})
 	go func() {
-		select {
-		case <-srv.Stopping():
-			_ = sd.notify("STOPPING=1\nSTATUS=draining")
-		case <-srv.Done():
-		}
+		defer close(stopped)
+		<-srv.Stopping()
+		_ = sd.notify("STOPPING=1\nSTATUS=draining")
 	}()
 	err = srv.Serve(context.Background())
+	if err == nil {
+		<-stopped
+	}
 	log.Info("pgwarden stopped")
 	return err
 }
