@@ -297,7 +297,13 @@ func TestRollingRestart(t *testing.T) {
 			t.Errorf("%s exited %d after SIGTERM", old.name, code)
 		}
 		delete(g.procs, slot)
-		t.Logf("slot %d restarted in %v (peer %d -> %d)", slot, time.Since(began).Round(time.Millisecond), slot, slot+slots)
+		queued := 0
+		for _, m := range regexp.MustCompile(`queued_connections=(\d+)`).FindAllStringSubmatch(old.output(), -1) {
+			k, _ := strconv.Atoi(m[1])
+			queued += k
+		}
+		t.Logf("slot %d restarted in %v (peer %d -> %d); %d queued connections taken over and served by the draining process",
+			slot, time.Since(began).Round(time.Millisecond), slot, slot+slots, queued)
 	}
 	if time.Since(benchStart) > benchSeconds*time.Second-3*time.Second {
 		t.Errorf("the restarts took too long to happen under load (%v)", time.Since(benchStart))
