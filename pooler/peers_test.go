@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -239,6 +240,27 @@ func TestShutdownTimeout(t *testing.T) {
 		t.Fatal("the drain ended with a client inside a transaction")
 	default:
 	}
+	// A cancel reaches a draining query through the Unix socket (where
+	// peers send it).
+	done := startSleep(busy)
+	waitActive(t, 1)
+	sock := filepath.Join(in.dir, ".s.PGSQL."+strconv.Itoa(in.srv.Config().ListenPort))
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("the Unix socket is closed during the drain: %v", err)
+	}
+	key := cancelKey(busy)
+	msg := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 16), 80877102)
+	_, _ = c.Write(append(msg, key[:]...))
+	c.Close()
+	select {
+	case err := <-done:
+		if !isCanceled(err) {
+			t.Fatalf("query during the drain ended with %v, want 57014", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancel sent to the Unix socket during the drain did not reach the query")
+	}
 	if _, err := busy.Exec(ctx, "COMMIT"); err != nil {
 		t.Fatalf("COMMIT after shutdown_timeout: %v", err)
 	}
@@ -246,5 +268,39 @@ func TestShutdownTimeout(t *testing.T) {
 	case <-in.srv.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the drain did not end once the last client's transaction was over")
+	}
+}
+
+// TestShutdownAcceptGrace: for shutdown_accept_grace after a drain starts,
+// /readyz is false but new clients are still accepted and served; then the
+// TCP listener closes.
+func TestShutdownAcceptGrace(t *testing.T) {
+	in := startPooler(t, "pool_mode = transaction\nshutdown_accept_grace = 1.5\nshutdown_timeout = 5")
+	start := time.Now()
+	in.srv.Shutdown(pooler.ShutdownWaitForClients)
+	if in.srv.Ready() {
+		t.Error("Ready() is true during the grace")
+	}
+	conn := in.connect(t, "alice", "alice-pw", "app", "default_query_exec_mode=simple_protocol")
+	if _, err := conn.Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Fatalf("a client accepted during the grace failed: %v", err)
+	}
+	if el := time.Since(start); el > 1500*time.Millisecond {
+		t.Skipf("the machine is too slow for this check (%v)", el)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(in.port)), time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the TCP listener is still open 10s after the grace")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if el := time.Since(start); el < 1500*time.Millisecond {
+		t.Errorf("the TCP listener closed after %v, before shutdown_accept_grace", el)
 	}
 }
