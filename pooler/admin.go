@@ -153,19 +153,26 @@ func syntaxError(q string) []byte {
 var errAdminNeeded = "admin access needed"
 
 // consoleCommands are the commands other than SHOW/SELECT. Each checks its
-// argument, then admin rights, as PgBouncer does.
-var consoleCommands = map[string]func(a *adminSession, arg, q string) []byte{
-	"pause":       (*adminSession).cmdPause,
-	"resume":      (*adminSession).cmdResume,
-	"suspend":     (*adminSession).cmdSuspend,
-	"reload":      (*adminSession).cmdReload,
-	"reconnect":   (*adminSession).cmdReconnect,
-	"kill":        (*adminSession).cmdKill,
-	"kill_client": (*adminSession).cmdKillClient,
-	"wait_close":  (*adminSession).cmdWaitClose,
-	"disable":     (*adminSession).cmdDisableEnable,
-	"enable":      (*adminSession).cmdDisableEnable,
-	"shutdown":    (*adminSession).cmdShutdown,
+// argument, then admin rights, as PgBouncer does. (Filled in by init: the
+// commands reach the session code that runs exec, which reads the table.)
+var consoleCommands map[string]func(a *adminSession, arg, q string) []byte
+
+func init() { consoleCommands = consoleCommandTable() }
+
+func consoleCommandTable() map[string]func(a *adminSession, arg, q string) []byte {
+	return map[string]func(a *adminSession, arg, q string) []byte{
+		"pause":       (*adminSession).cmdPause,
+		"resume":      (*adminSession).cmdResume,
+		"suspend":     (*adminSession).cmdSuspend,
+		"reload":      (*adminSession).cmdReload,
+		"reconnect":   (*adminSession).cmdReconnect,
+		"kill":        (*adminSession).cmdKill,
+		"kill_client": (*adminSession).cmdKillClient,
+		"wait_close":  (*adminSession).cmdWaitClose,
+		"disable":     (*adminSession).cmdDisableEnable,
+		"enable":      (*adminSession).cmdDisableEnable,
+		"shutdown":    (*adminSession).cmdShutdown,
+	}
 }
 
 // exec runs one console command and returns the reply without the final
