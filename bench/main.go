@@ -512,12 +512,15 @@ func (h *harness) checkINIs(label string, opts iniOptions) {
 			names = append(names, k.name)
 		}
 	}
+	if len(names) == 0 {
+		return
+	}
 	for _, n := range names[1:] {
 		if inis[n] != inis[names[0]] {
 			h.problem("%s: the pgbouncer.ini of %s and %s differ beyond port and paths:\n%s\n---\n%s", label, names[0], n, inis[names[0]], inis[n])
 		}
 	}
-	if opts.entra == nil || len(names) == 0 {
+	if opts.entra == nil {
 		return
 	}
 	pw := inis[names[0]]
@@ -535,8 +538,7 @@ func (h *harness) checkINIs(label string, opts iniOptions) {
 		dir := filepath.Join(h.ws.dir, plain+"-pgbouncer")
 		ref = normalizeINI(iniText(h.pg.Port, 1, h.maxClientConn, dir, iniOptions{authType: "plain", tls: opts.tls}, h.tls), dir, 1, h.ws.dir)
 	}
-	// The instance directories differ by label only.
-	if strings.ReplaceAll(shared, "$DIR", "") != strings.ReplaceAll(ref, "$DIR", "") {
+	if shared != ref {
 		h.problem("%s: pgwarden's pgbouncer.ini without [entra] and [entra_principals] is not PgBouncer's plain-password file:\n%s\n---\n%s", label, shared, ref)
 	}
 }
