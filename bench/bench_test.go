@@ -278,8 +278,15 @@ func TestEntraVerdictAndTable(t *testing.T) {
 		!strings.Contains(v.details[1], "1.40×") || !strings.HasSuffix(v.details[1], ": missed") {
 		t.Errorf("verdict %+v", v)
 	}
+	if strings.Contains(strings.Join(v.details, "\n"), "where pgwarden's time goes") {
+		t.Errorf("profile named without one: %+v", v)
+	}
+	h.res.EntraProfile = &profileResult{Supported: true, File: "results/x-pgwarden-entra-storm-cpu.pprof"}
+	if v := entraVerdict(t, h); !strings.Contains(v.details[len(v.details)-1], "results/x-pgwarden-entra-storm-cpu.pprof") {
+		t.Errorf("a miss does not name the profile: %+v", v)
+	}
 	h.res.Runs[5].TPS = 1600
-	if v := entraVerdict(t, h); v.status != "MET" {
+	if v := entraVerdict(t, h); v.status != "MET" || len(v.details) != 2 {
 		t.Errorf("verdict %+v", v)
 	}
 	// A failed Entra run misses, whatever its rate.

@@ -216,8 +216,8 @@ type harness struct {
 	// inis holds, per section label and pooler, the pgbouncer.ini it read
 	// (normalizeINI), for the check that the poolers' files are identical.
 	inis map[string]map[string]string
-	// entra is the dev IdP and token of the Entra-token storm, while it
-	// runs.
+	// entra is the dev IdP and token of the Entra-token storm (nil when it
+	// does not run).
 	entra *entraSetup
 }
 
@@ -334,6 +334,17 @@ func (h *harness) run(ctx context.Context) (err error) {
 				return err
 			}
 			h.problem("pgbench -S section stopped: %v", err)
+		}
+	}
+	if cfg.has("storm") && slices.Contains(cfg.stormAuths, "entra") {
+		// The Entra-token storm's identity provider, up until the end
+		// (the profile section uses it too).
+		h.logf("starting the development identity provider and minting the bench role's Entra token")
+		if e, err := startEntra(); err != nil {
+			h.problem("no Entra-token storm: dev IdP: %v", err)
+		} else {
+			h.entra = e
+			defer e.stop()
 		}
 	}
 	if cfg.has("storm") {
@@ -657,22 +668,13 @@ func (h *harness) selectSection(ctx context.Context) error {
 // token as PGPASSWORD.
 func (h *harness) stormSection(ctx context.Context) error {
 	cfg := h.cfg
-	if slices.Contains(cfg.stormAuths, "entra") {
-		h.logf("starting the development identity provider and minting the bench role's Entra token")
-		e, err := startEntra()
-		if err != nil {
-			return fmt.Errorf("dev IdP: %w", err)
-		}
-		h.entra = e
-		defer func() {
-			e.stop()
-			h.entra = nil
-		}()
-	}
 	for _, auth := range cfg.stormAuths {
 		for _, tls := range cfg.stormTLS {
 			opts := iniOptions{authType: auth, tls: tls}
 			if auth == "entra" {
+				if h.entra == nil {
+					break // the dev IdP did not start (a problem is recorded)
+				}
 				opts = iniOptions{authType: "plain", tls: tls, entra: h.entra}
 			}
 			label := stormLabel(auth, tls)

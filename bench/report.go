@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -27,8 +28,10 @@ type results struct {
 	Runs     []*runResult   `json:"runs"`
 	Idle     []*idleResult  `json:"idle"`
 	Profile  *profileResult `json:"profile,omitempty"`
-	Skipped  []string       `json:"skipped,omitempty"`
-	Problems []string       `json:"problems,omitempty"`
+	// EntraProfile is pgwarden's CPU profile under the Entra-token storm.
+	EntraProfile *profileResult `json:"entra_profile,omitempty"`
+	Skipped      []string       `json:"skipped,omitempty"`
+	Problems     []string       `json:"problems,omitempty"`
 }
 
 func (h *harness) stamp() string      { return h.started.UTC().Format("20060102T150405Z") }
@@ -554,16 +557,36 @@ func (h *harness) writeProfile(w func(string, ...any)) {
 	if p.Run != nil {
 		rate = fmt.Sprintf(" (%.0f tps, %.1f µs CPU per transaction with the profiler on)", p.Run.TPS, p.Run.CPUPerTxUs)
 	}
-	w("A separate pgwarden instance, started with `%s`, under `pgbench -S -M simple -c 50` for %s%s, after the measured runs. Profile: [`%s`](%s) (`go tool pprof -top %s`; the whole process life, start-up and sign-ins included). ",
-		profileEnv, h.cfg.duration, rate, p.File, p.File, p.File)
+	w("A separate pgwarden instance, started with `%s`, under `pgbench -S -M simple -c 50` for %s%s, after the measured runs. Profile: [`%s`](%s) (`go tool pprof %s %s`; the whole process life, start-up and sign-ins included). ",
+		profileEnv, h.cfg.duration, rate, p.File, p.File, cmp.Or(p.TopArgs, "-top"), p.File)
 	w("Allocation profiles: not taken; pgwarden has no pprof endpoint yet and `%s` covers CPU only.\n\n", profileEnv)
-	if p.Top != "" {
-		lines := strings.Split(strings.TrimRight(p.Top, "\n"), "\n")
-		if len(lines) > 32 {
-			lines = lines[:32]
+	writeTop(w, p.Top)
+	if e := h.res.EntraProfile; e != nil {
+		w("### Under the Entra-token storm\n\n")
+		if e.File == "" {
+			w("No profile file was saved (see Problems).\n\n")
+			return
 		}
-		w("```\n%s\n```\n\n", strings.Join(lines, "\n"))
+		rate := ""
+		if e.Run != nil {
+			rate = fmt.Sprintf(" (%.0f connections/s, %.1f µs CPU per connection with the profiler on)", e.Run.TPS, e.Run.CPUPerTxUs)
+		}
+		w("Another pgwarden instance with the profiler, under the Entra-token storm (`pgbench -S -C -c %d`, client TLS %s) for %s%s, to show where the time of a token sign-in goes. Profile: [`%s`](%s) (`go tool pprof %s %s`, cumulative: each function with what it calls).\n\n",
+			h.cfg.stormClients, onOff(e.Run != nil && e.Run.TLS), h.cfg.stormDuration, rate, e.File, e.File, e.TopArgs, e.File)
+		writeTop(w, e.Top)
 	}
+}
+
+// writeTop prints the head of a go tool pprof -top listing.
+func writeTop(w func(string, ...any), top string) {
+	if top == "" {
+		return
+	}
+	lines := strings.Split(strings.TrimRight(top, "\n"), "\n")
+	if len(lines) > 32 {
+		lines = lines[:32]
+	}
+	w("```\n%s\n```\n\n", strings.Join(lines, "\n"))
 }
 
 // verdict is one line of the Targets section.
@@ -788,6 +811,9 @@ func (h *harness) verdicts() []verdict {
 			v.details = append(v.details, d+": "+mark(ok))
 		}
 		v.status = judge(met, missed, missing)
+		if e := h.res.EntraProfile; missed > 0 && e != nil && e.File != "" {
+			v.details = append(v.details, fmt.Sprintf("where pgwarden's time goes during token sign-ins: [`%s`](%s), in the profile section", e.File, e.File))
+		}
 		out = append(out, v)
 	}
 
