@@ -672,8 +672,7 @@ func (a *adminSession) show(what, q string) []byte {
 		// per-socket send queue, so there are none between commands.
 		return resultSet(socketColumns, nil)
 	case "peers":
-		// No [peers] support (peer_id is accepted and ignored).
-		return resultSet(peersColumns, nil)
+		return resultSet(peersColumns, s.peerRows())
 	case "peer_pools":
 		return resultSet(peerPoolsColumns, nil)
 	case "lists":
@@ -1014,7 +1013,7 @@ func (s *Server) listRows() [][]*string {
 	}
 	row := func(name string, n int64) []*string { return []*string{sp(name), ip(n)} }
 	return [][]*string{
-		row("databases", ndb), row("users", int64(len(userNames(cfg)))), row("peers", 0), row("pools", int64(len(pools))+1), // + the console's
+		row("databases", ndb), row("users", int64(len(userNames(cfg)))), row("peers", int64(len(cfg.Peers))), row("pools", int64(len(pools))+1), // + the console's
 		row("peer_pools", 0), row("free_clients", 0), row("used_clients", used), row("login_clients", login),
 		row("free_servers", 0), row("used_servers", servers), row("dns_names", 0), row("dns_zones", 0),
 		row("dns_queries", 0), row("dns_pending", 0),
@@ -1022,6 +1021,21 @@ func (s *Server) listRows() [][]*string {
 }
 
 // principalRows is SHOW PRINCIPALS: the Entra principals in force.
+// peerRows lists [peers] (SHOW PEERS): id, host, port and the cap on
+// cancels forwarded to it at once.
+func (s *Server) peerRows() [][]*string {
+	cfg := s.cfg.Load()
+	rows := make([][]*string, 0, len(cfg.Peers))
+	for _, p := range cfg.Peers {
+		size := p.PoolSize
+		if size == 0 {
+			size = cfg.DefaultPoolSize
+		}
+		rows = append(rows, []*string{ip(int64(p.ID)), sp(p.Host), ip(int64(p.Port)), ip(int64(size))})
+	}
+	return rows
+}
+
 func (s *Server) principalRows() [][]*string {
 	es := s.entra.Load()
 	if es == nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -126,6 +127,24 @@ func TestCancelForwardedToPeer(t *testing.T) {
 	}
 	if !strings.Contains(b.logs.String(), "cancel request forwarded to peer") {
 		t.Error("B did not log the forward")
+	}
+	// The console lists the peers.
+	admin := b.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	var peers []string
+	rows, err := admin.Query(context.Background(), "SHOW PEERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id, port, size int
+		var host string
+		if err := rows.Scan(&id, &host, &port, &size); err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, fmt.Sprintf("%d %s %d", id, host, port))
+	}
+	if want := []string{fmt.Sprintf("1 %s %d", a.dir, a.port), fmt.Sprintf("2 127.0.0.1 %d", b.port)}; !slices.Equal(peers, want) {
+		t.Errorf("SHOW PEERS = %q, want %q", peers, want)
 	}
 
 	// A key of peer 3, which both list at the other one: A forwards it
