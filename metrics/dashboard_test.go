@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -111,19 +110,8 @@ func exprMetricNames(expr string) []string {
 func emittedFamilies(t *testing.T) map[string]string {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m := New(reg)
-	m.SignIn("entra", ResultSuccess, "", "user", time.Millisecond)
-	m.SignIn("entra", "failure", "expired", "user", time.Millisecond)
-	m.TokenCacheHit()
-	m.TokenCacheMiss()
-	m.JWKSFetch(ResultSuccess)
-	m.JWKSKeys(2)
-	m.GraphLookup(ResultSuccess)
-	m.BackendTokenRefresh("entra", ResultSuccess)
-	m.BackendTokenExpiry("entra", time.Now().Add(time.Hour))
-	m.SessionsRevoked(1)
-	m.ClientError("08P01")
-	reg.MustRegister(NewPoolCollector(fakeSnapshot, testVersion))
+	touchAll(New(reg))
+	reg.MustRegister(NewPgBouncerCollector(fakeSnapshot, testVersion))
 
 	mfs, err := reg.Gather()
 	if err != nil {

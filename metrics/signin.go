@@ -32,6 +32,10 @@ type Metrics struct {
 	backendTokenExpiry   *prometheus.GaugeVec
 	revokedSessions      prometheus.Counter
 	clientErrors         *prometheus.CounterVec
+	clientWait           *prometheus.HistogramVec
+	queryDuration        *prometheus.HistogramVec
+	xactDuration         *prometheus.HistogramVec
+	serverLoginFailures  *prometheus.CounterVec
 	jwksLastSuccessNanos atomic.Int64 // unix nanoseconds of the last successful JWKS refresh, or of New
 	now                  func() time.Time
 }
@@ -96,8 +100,9 @@ func newMetrics(reg prometheus.Registerer, now func() time.Time) *Metrics {
 	})
 	m.clientErrors = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgwarden_client_errors_total",
-		Help: "ErrorResponse messages sent to clients, by SQLSTATE code.",
-	}, []string{"code"})
+		Help: "ErrorResponse messages pgwarden itself sent to clients, by pgwarden error code and SQLSTATE.",
+	}, []string{"code", "sqlstate"})
+	m.newDataPath(f)
 	return m
 }
 
@@ -184,10 +189,11 @@ func (m *Metrics) SessionsRevoked(n int) {
 	m.revokedSessions.Add(float64(n))
 }
 
-// ClientError records one ErrorResponse sent to a client with SQLSTATE code.
-func (m *Metrics) ClientError(code string) {
+// ClientError records one ErrorResponse sent to a client: code is
+// pgwarden's name for the error, sqlstate the SQLSTATE sent.
+func (m *Metrics) ClientError(code, sqlstate string) {
 	if m == nil {
 		return
 	}
-	m.clientErrors.WithLabelValues(code).Inc()
+	m.clientErrors.WithLabelValues(code, sqlstate).Inc()
 }

@@ -1,7 +1,10 @@
 package pooler
 
 import (
+	"sort"
 	"time"
+
+	"github.com/pgwarden/pgwarden/pooler/config"
 )
 
 // PoolSnapshot is one (database, role) pool's live state and cumulative
@@ -90,4 +93,179 @@ func (s *Server) Ready() bool {
 	}
 	cfg := s.cfg.Load()
 	return cfg.MaxClientConn <= 0 || s.nclients.Load() < int64(cfg.MaxClientConn)
+}
+
+// DatabaseSnapshot is one database's row of SHOW DATABASES: its settings
+// and live connection counts. The console's own database "pgbouncer" is
+// included, first, as the console shows it.
+type DatabaseSnapshot struct {
+	// Name is the name clients use; Host, Port and Database (the
+	// server-side name) say where it lives. Host is empty for the
+	// console's database.
+	Name, Host string
+	Port       int
+	Database   string
+	// ForceUser is the database's user= ("" when none); PoolMode its own
+	// pool_mode ("" when it takes the global one).
+	ForceUser, PoolMode string
+	// Settings in force (0 for unlimited or unset, as the console).
+	PoolSize, MinPoolSize, ReservePoolSize, MaxConnections int
+	// CurrentConnections are server connections of the database's pools;
+	// CurrentClientConnections signed-in clients.
+	CurrentConnections, CurrentClientConnections int
+	Paused, Disabled                             bool
+}
+
+// DatabaseSnapshots reads SHOW DATABASES' figures now, sorted by name
+// after "pgbouncer". Safe for concurrent use.
+func (s *Server) DatabaseSnapshots() []DatabaseSnapshot {
+	cfg := s.cfg.Load()
+	servers := map[string]int{}
+	for _, p := range s.pools.list() {
+		servers[p.key.db] += int(p.serverCount())
+	}
+	clients := map[string]int{}
+	for _, v := range s.clientViews() {
+		clients[v.db]++
+	}
+	names := make([]string, 0, len(cfg.Databases))
+	for n := range cfg.Databases {
+		if n != "*" {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	out := make([]DatabaseSnapshot, 0, len(names)+1)
+	out = append(out, DatabaseSnapshot{Name: "pgbouncer", Port: cfg.ListenPort, Database: "pgbouncer", ForceUser: "pgbouncer",
+		PoolMode: "statement", PoolSize: 2, CurrentClientConnections: clients["pgbouncer"]})
+	for _, n := range names {
+		db := cfg.Databases[n]
+		d := DatabaseSnapshot{Name: n, Host: db.Host, Port: db.Port, Database: db.DBName, ForceUser: db.User,
+			PoolSize: cfg.EffectivePoolSize(db, db.User), MinPoolSize: cfg.EffectiveMinPoolSize(db),
+			ReservePoolSize: cfg.EffectiveReservePoolSize(db, db.User), MaxConnections: cfg.EffectiveMaxDBConnections(db),
+			CurrentConnections: servers[n], CurrentClientConnections: clients[n],
+			Paused: s.databasePaused(n), Disabled: s.pools.isDisabled(n)}
+		if d.Port == 0 {
+			d.Port = 5432
+		}
+		if d.Database == "" {
+			d.Database = n
+		}
+		if db.PoolMode != config.PoolModeUnset {
+			d.PoolMode = db.PoolMode.String()
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// databasePaused reports whether PAUSE is in force for database name.
+func (s *Server) databasePaused(name string) bool {
+	for _, p := range s.pools.list() {
+		if p.key.db == name && p.isPaused() {
+			return true
+		}
+	}
+	return false
+}
+
+// ListsSnapshot is SHOW LISTS: counts of the pooler's objects. pgwarden
+// keeps no free lists, peers or DNS cache, so those counts are 0 and left
+// out.
+type ListsSnapshot struct {
+	// Databases counts the configured databases plus the console's;
+	// Users the auth_file and [users] entries; Pools the pools.
+	Databases, Users, Pools int
+	// UsedClients are signed-in clients (console included), LoginClients
+	// those still signing in.
+	UsedClients, LoginClients int
+	// UsedServers are the server connections, idle or not.
+	UsedServers int
+}
+
+// Lists reads SHOW LISTS' figures now. Safe for concurrent use.
+func (s *Server) Lists() ListsSnapshot {
+	cfg := s.cfg.Load()
+	pools := s.pools.list()
+	l := ListsSnapshot{Databases: 1, Users: len(userNames(cfg)), Pools: len(pools)}
+	for _, p := range pools {
+		l.UsedServers += int(p.serverCount())
+	}
+	for n := range cfg.Databases {
+		if n != "*" {
+			l.Databases++
+		}
+	}
+	s.mu.Lock()
+	for c := range s.mu.clients {
+		c.mu.Lock()
+		if c.mu.state == stateLogin && c.admin == nil {
+			l.LoginClients++
+		} else {
+			l.UsedClients++
+		}
+		c.mu.Unlock()
+	}
+	s.mu.Unlock()
+	return l
+}
+
+// StatsSnapshot is one database's row of SHOW STATS_TOTALS: counters since
+// the process started, times in µs.
+type StatsSnapshot struct {
+	Database                                                               string
+	ServerAssignmentCount, XactCount, QueryCount, BytesReceived, BytesSent uint64
+	XactTimeMicros, QueryTimeMicros, WaitTimeMicros                        uint64
+	ClientParseCount, ServerParseCount, BindCount                          uint64 // not counted yet: 0
+}
+
+// StatsTotals reads SHOW STATS_TOTALS now: one row per database the
+// console lists (configured, pooled, and "pgbouncer"), sorted. Safe for
+// concurrent use.
+func (s *Server) StatsTotals() []StatsSnapshot {
+	tot := s.statsByDB()
+	dbs := s.statsDatabases()
+	out := make([]StatsSnapshot, 0, len(dbs))
+	for _, db := range dbs {
+		t := tot[db]
+		out = append(out, StatsSnapshot{Database: db,
+			ServerAssignmentCount: uint64(t.assign), XactCount: uint64(t.xacts), QueryCount: uint64(t.queries),
+			BytesReceived: uint64(t.recv), BytesSent: uint64(t.sent),
+			XactTimeMicros: uint64(t.xactTime), QueryTimeMicros: uint64(t.queryTime), WaitTimeMicros: uint64(t.waitTime)})
+	}
+	return out
+}
+
+// ClientCount is the number of signed-in clients (SHOW CLIENTS rows) with
+// the same database, user, application_name and state.
+type ClientCount struct {
+	Database, User, ApplicationName, State string
+	Count                                  int
+}
+
+// ClientCounts groups SHOW CLIENTS' rows by database, user,
+// application_name and state, in the order of first appearance. Safe for
+// concurrent use.
+func (s *Server) ClientCounts() []ClientCount {
+	type key struct{ db, user, app, state string }
+	idx := map[key]int{}
+	var out []ClientCount
+	for _, v := range s.clientViews() {
+		k := key{v.db, v.user, v.appName, v.state}
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, ClientCount{Database: v.db, User: v.user, ApplicationName: v.appName, State: v.state})
+		}
+		out[i].Count++
+	}
+	return out
+}
+
+// Limits returns max_client_conn and max_user_connections in force (SHOW
+// CONFIG), 0 meaning unlimited.
+func (s *Server) Limits() (maxClientConn, maxUserConnections int) {
+	cfg := s.cfg.Load()
+	return cfg.MaxClientConn, cfg.MaxUserConnections
 }
