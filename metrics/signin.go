@@ -84,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, now func() time.Time) *Metrics {
 	})
 	m.graphLookups = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgwarden_graph_lookups_total",
-		Help: "Microsoft Graph lookups (group membership, principal details) by result.",
+		Help: "Microsoft Graph group membership lookups (answers from the cache excluded), by result.",
 	}, []string{"result"})
 	m.backendTokenRefresh = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgwarden_backend_token_refreshes_total",
