@@ -259,7 +259,7 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		log.Error("cannot start", "err", err)
 		return &exitError{1, err}
 	}
-	reg.MustRegister(pgbouncerCollector(srv))
+	reg.MustRegister(pgbouncerCollector(srv, cfg.Metrics))
 	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
 		// A development aid for the benchmarks: profile the whole run,
 		// written when pgwarden exits.

@@ -113,11 +113,22 @@ func (o *observer) GraphLookup(ev authn.GraphLookupEvent) {
 }
 
 // pgbouncerCollector exports the pooler's console figures with
-// pgbouncer_exporter's names.
-func pgbouncerCollector(srv *pooler.Server) prometheus.Collector {
+// pgbouncer_exporter's names, as [metrics] stats_names and
+// client_connections ask.
+func pgbouncerCollector(srv *pooler.Server, cfg config.Metrics) prometheus.Collector {
+	var opts []metrics.PoolOption
+	switch cfg.StatsNames {
+	case config.StatsNamesTotals:
+		opts = append(opts, metrics.WithoutLegacyStats())
+	case config.StatsNamesLegacy:
+		opts = append(opts, metrics.WithoutStatsTotals())
+	}
+	if cfg.NoClientConnections {
+		opts = append(opts, metrics.WithoutClientConnections())
+	}
 	return metrics.NewPgBouncerCollector(func() metrics.Snapshot {
 		return pgbouncerSnapshot(srv)
-	}, "PgBouncer 1.25.2 (pgwarden "+pooler.Version+")")
+	}, "PgBouncer 1.25.2 (pgwarden "+pooler.Version+")", opts...)
 }
 
 // pgbouncerSnapshot reads the console's figures from srv now.

@@ -372,7 +372,8 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 	}
 	_, hasEntra := lines["entra"]
 	errs = append(errs, applyYAMLEntra(c, y.Entra, hasEntra, path, lines, badLines, pos)...)
-	c.Metrics = Metrics{Listen: y.Metrics.Listen, Pprof: y.Metrics.Pprof}
+	c.Metrics = Metrics{Listen: y.Metrics.Listen, Pprof: y.Metrics.Pprof, StatsNames: y.Metrics.StatsNames,
+		NoClientConnections: y.Metrics.ClientConnections != nil && !*y.Metrics.ClientConnections}
 	poolMode := func(s, p string) PoolMode {
 		if s == "" {
 			return PoolModeUnset
@@ -602,6 +603,8 @@ func (m *yamlFileMode) UnmarshalYAML(n *yaml.Node) error {
 }
 
 type yamlMetrics struct {
-	Listen string `yaml:"listen"`
-	Pprof  bool   `yaml:"pprof"`
+	Listen            string `yaml:"listen"`
+	Pprof             bool   `yaml:"pprof"`
+	StatsNames        string `yaml:"stats_names"`
+	ClientConnections *bool  `yaml:"client_connections"`
 }
