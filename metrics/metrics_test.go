@@ -49,6 +49,28 @@ func TestCountersAndGauges(t *testing.T) {
 	m.ClientError("protocol_violation", "08P01")
 	m.ClientError("protocol_violation", "08P01")
 	m.ClientError("auth_failed", "28P01")
+	keys := func() string {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "pgwarden_jwks_keys" {
+				return strings.TrimSpace(mf.GetMetric()[0].GetGauge().String())
+			}
+		}
+		return ""
+	}
+	if got := keys(); got != "value:3" {
+		t.Errorf("jwks keys %q, want value:3", got)
+	}
+	n := 5
+	m.JWKSKeysFrom(func() int { return n })
+	n = 7
+	if got := keys(); got != "value:7" {
+		t.Errorf("jwks keys from the live source %q, want value:7", got)
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -57,7 +79,6 @@ func TestCountersAndGauges(t *testing.T) {
 	}{
 		{"cache hits", m.tokenCacheHits, 2},
 		{"cache misses", m.tokenCacheMisses, 1},
-		{"jwks keys", m.jwksKeys, 3},
 		{"graph", m.graphLookups.WithLabelValues(ResultSuccess), 1},
 		{"backend refresh", m.backendTokenRefresh.WithLabelValues("entra", ResultSuccess), 1},
 		{"backend expiry", m.backendTokenExpiry.WithLabelValues("entra"), 1700000000.5},

@@ -26,7 +26,8 @@ type Metrics struct {
 	tokenCacheHits       prometheus.Counter
 	tokenCacheMisses     prometheus.Counter
 	jwksRefreshes        *prometheus.CounterVec
-	jwksKeys             prometheus.Gauge
+	jwksKeys             atomic.Int64               // set by JWKSKeys
+	jwksKeysFunc         atomic.Pointer[func() int] // set by JWKSKeysFrom; wins over jwksKeys
 	graphLookups         *prometheus.CounterVec
 	backendTokenRefresh  *prometheus.CounterVec
 	backendTokenExpiry   *prometheus.GaugeVec
@@ -72,9 +73,14 @@ func newMetrics(reg prometheus.Registerer, now func() time.Time) *Metrics {
 		Name: "pgwarden_jwks_refreshes_total",
 		Help: "JWKS (signing key set) refreshes by result.",
 	}, []string{"result"})
-	m.jwksKeys = f.NewGauge(prometheus.GaugeOpts{
+	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pgwarden_jwks_keys",
 		Help: "Signing keys currently loaded from the JWKS.",
+	}, func() float64 {
+		if fn := m.jwksKeysFunc.Load(); fn != nil {
+			return float64((*fn)())
+		}
+		return float64(m.jwksKeys.Load())
 	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pgwarden_jwks_last_success_age_seconds",
@@ -152,7 +158,17 @@ func (m *Metrics) JWKSKeys(n int) {
 	if m == nil {
 		return
 	}
-	m.jwksKeys.Set(float64(n))
+	m.jwksKeys.Store(int64(n))
+}
+
+// JWKSKeysFrom makes pgwarden_jwks_keys read the number of signing keys
+// from f at every scrape (the live key sets) instead of [Metrics.JWKSKeys].
+// f must be safe to call from the scraping goroutine.
+func (m *Metrics) JWKSKeysFrom(f func() int) {
+	if m == nil {
+		return
+	}
+	m.jwksKeysFunc.Store(&f)
 }
 
 // GraphLookup records one Microsoft Graph lookup and its result.

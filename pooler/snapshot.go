@@ -263,6 +263,16 @@ func (s *Server) ClientCounts() []ClientCount {
 	return out
 }
 
+// EntraKeyCount is the number of Entra ID signing keys trusted now (SHOW
+// JWKS rows); 0 without [entra].
+func (s *Server) EntraKeyCount() int {
+	es := s.entra.Load()
+	if es == nil {
+		return 0
+	}
+	return len(es.v.Keys())
+}
+
 // Limits returns max_client_conn and max_user_connections in force (SHOW
 // CONFIG), 0 meaning unlimited.
 func (s *Server) Limits() (maxClientConn, maxUserConnections int) {

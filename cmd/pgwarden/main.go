@@ -260,6 +260,7 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		return &exitError{1, err}
 	}
 	reg.MustRegister(pgbouncerCollector(srv, cfg.Metrics))
+	mtr.JWKSKeysFrom(srv.EntraKeyCount)
 	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
 		// A development aid for the benchmarks: profile the whole run,
 		// written when pgwarden exits.

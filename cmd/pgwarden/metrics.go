@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sync"
 	"time"
 
 	"github.com/pgwarden/pgwarden/authn"
@@ -23,23 +22,14 @@ import (
 // pooler at scrape time; [metrics] listen serves them.
 
 // observer feeds pooler and authn events into the metrics.
+// (pgwarden_jwks_keys is read from the live key sets at scrape time.)
 type observer struct {
 	m *metrics.Metrics
-	// keys counts the signing keys of each key set (tenant and version),
-	// for pgwarden_jwks_keys.
-	keys struct {
-		sync.Mutex
-		sets map[string]int
-	}
 }
 
 var _ pooler.Observer = (*observer)(nil)
 
-func newObserver(m *metrics.Metrics) *observer {
-	o := &observer{m: m}
-	o.keys.sets = map[string]int{}
-	return o
-}
+func newObserver(m *metrics.Metrics) *observer { return &observer{m: m} }
 
 func (o *observer) SignIn(ev pooler.SignInEvent) {
 	result := metrics.ResultSuccess
@@ -84,14 +74,6 @@ func (o *observer) KeysLoaded(ev authn.KeysLoadedEvent) {
 	if ev.Source == authn.SourceNetwork {
 		o.m.JWKSFetch(metrics.ResultSuccess)
 	}
-	o.keys.Lock()
-	o.keys.sets[ev.Tenant+"/"+ev.Version] = ev.Keys
-	n := 0
-	for _, k := range o.keys.sets {
-		n += k
-	}
-	o.keys.Unlock()
-	o.m.JWKSKeys(n)
 }
 
 func (o *observer) TokenCache(hit bool) {

@@ -30,7 +30,7 @@ func TestObserver(t *testing.T) {
 	o.JWKSFetch(authn.JWKSFetchEvent{Kind: "discovery", Err: errors.New("timeout")})
 	o.KeysLoaded(authn.KeysLoadedEvent{Tenant: "t", Version: "2.0", Keys: 3, Source: authn.SourceNetwork})
 	o.KeysLoaded(authn.KeysLoadedEvent{Tenant: "t", Version: "1.0", Keys: 2, Source: authn.SourceCacheFile})
-	o.KeysLoaded(authn.KeysLoadedEvent{Tenant: "t", Version: "2.0", Keys: 4, Source: authn.SourceNetwork}) // replaces the 3
+	o.KeysLoaded(authn.KeysLoadedEvent{Tenant: "t", Version: "2.0", Keys: 4, Source: authn.SourceNetwork})
 	o.TokenCache(true)
 	o.TokenCache(false)
 	o.SessionsRevoked(2)
@@ -55,9 +55,6 @@ pgwarden_backend_token_refreshes_total{provider="imds",result="success"} 1
 # TYPE pgwarden_graph_lookups_total counter
 pgwarden_graph_lookups_total{result="error"} 1
 pgwarden_graph_lookups_total{result="member"} 1
-# HELP pgwarden_jwks_keys Signing keys currently loaded from the JWKS.
-# TYPE pgwarden_jwks_keys gauge
-pgwarden_jwks_keys 6
 # HELP pgwarden_jwks_refreshes_total JWKS (signing key set) refreshes by result.
 # TYPE pgwarden_jwks_refreshes_total counter
 pgwarden_jwks_refreshes_total{result="failure"} 1
@@ -73,7 +70,7 @@ pgwarden_token_cache_hits_total 1
 pgwarden_token_cache_misses_total 1
 `
 	names := []string{"pgwarden_backend_token_expiry_timestamp_seconds", "pgwarden_backend_token_refreshes_total", "pgwarden_graph_lookups_total",
-		"pgwarden_jwks_keys", "pgwarden_jwks_refreshes_total", "pgwarden_revoked_sessions_total", "pgwarden_token_cache_hits_total", "pgwarden_token_cache_misses_total"}
+		"pgwarden_jwks_refreshes_total", "pgwarden_revoked_sessions_total", "pgwarden_token_cache_hits_total", "pgwarden_token_cache_misses_total"}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
 	}
