@@ -1,10 +1,9 @@
 package pooler
 
 import (
-	"sort"
+	"strconv"
+	"strings"
 	"time"
-
-	"github.com/pgwarden/pgwarden/pooler/config"
 )
 
 // PoolSnapshot is one (database, role) pool's live state and cumulative
@@ -95,13 +94,78 @@ func (s *Server) Ready() bool {
 	return cfg.MaxClientConn <= 0 || s.nclients.Load() < int64(cfg.MaxClientConn)
 }
 
-// DatabaseSnapshot is one database's row of SHOW DATABASES: its settings
-// and live connection counts. The console's own database "pgbouncer" is
-// included, first, as the console shows it.
+// The metrics collector reads SHOW POOLS, DATABASES and LISTS from the
+// console's own row builders, so that /metrics and the console (and with it
+// pgbouncer_exporter) never disagree.
+
+// consoleTable gives typed access, by column name, to the rows of one
+// console result set.
+type consoleTable struct {
+	col  map[string]int
+	rows [][]*string
+}
+
+func newConsoleTable(cols []column, rows [][]*string) consoleTable {
+	t := consoleTable{col: make(map[string]int, len(cols)), rows: rows}
+	for i, c := range cols {
+		t.col[c.name] = i
+	}
+	return t
+}
+
+// str is row i's value in column name; "" for NULL or no such column.
+func (t consoleTable) str(i int, name string) string {
+	j, ok := t.col[name]
+	if !ok || j >= len(t.rows[i]) || t.rows[i][j] == nil {
+		return ""
+	}
+	return *t.rows[i][j]
+}
+
+// num is row i's value in column name as an integer; 0 when not a number.
+func (t consoleTable) num(i int, name string) int {
+	n, _ := strconv.Atoi(strings.TrimSpace(t.str(i, name)))
+	return n
+}
+
+// PoolRow is one SHOW POOLS row: a pool's clients and servers now.
+type PoolRow struct {
+	Database, User, PoolMode string
+	// Clients: active (linked or idle between transactions), waiting for
+	// a server, and with a cancel request forwarded or not yet.
+	ClActive, ClWaiting, ClActiveCancelReq, ClWaitingCancelReq int
+	// Servers: linked to a client, forwarding a cancel request, waiting
+	// for cancel requests against them, idle, idle past
+	// server_check_delay, being tested, logging in.
+	SvActive, SvActiveCancel, SvBeingCanceled, SvIdle, SvUsed, SvTested, SvLogin int
+	// MaxWait is how long the oldest waiting client has waited (to the µs).
+	MaxWait time.Duration
+}
+
+// ShowPools reads SHOW POOLS now. Safe for concurrent use.
+func (s *Server) ShowPools() []PoolRow {
+	t := newConsoleTable(poolColumns, s.poolRows())
+	out := make([]PoolRow, len(t.rows))
+	for i := range t.rows {
+		out[i] = PoolRow{
+			Database: t.str(i, "database"), User: t.str(i, "user"), PoolMode: t.str(i, "pool_mode"),
+			ClActive: t.num(i, "cl_active"), ClWaiting: t.num(i, "cl_waiting"),
+			ClActiveCancelReq: t.num(i, "cl_active_cancel_req"), ClWaitingCancelReq: t.num(i, "cl_waiting_cancel_req"),
+			SvActive: t.num(i, "sv_active"), SvActiveCancel: t.num(i, "sv_active_cancel"), SvBeingCanceled: t.num(i, "sv_being_canceled"),
+			SvIdle: t.num(i, "sv_idle"), SvUsed: t.num(i, "sv_used"), SvTested: t.num(i, "sv_tested"), SvLogin: t.num(i, "sv_login"),
+			MaxWait: time.Duration(t.num(i, "maxwait"))*time.Second + time.Duration(t.num(i, "maxwait_us"))*time.Microsecond,
+		}
+	}
+	return out
+}
+
+// DatabaseSnapshot is one SHOW DATABASES row: a database's settings and
+// connection counts. The console's own database "pgbouncer" is included,
+// as the console shows it.
 type DatabaseSnapshot struct {
 	// Name is the name clients use; Host, Port and Database (the
-	// server-side name) say where it lives. Host is empty for the
-	// console's database.
+	// server-side name) say where it lives. Host is "" for the console's
+	// database.
 	Name, Host string
 	Port       int
 	Database   string
@@ -116,98 +180,47 @@ type DatabaseSnapshot struct {
 	Paused, Disabled                             bool
 }
 
-// DatabaseSnapshots reads SHOW DATABASES' figures now, sorted by name
-// after "pgbouncer". Safe for concurrent use.
+// DatabaseSnapshots reads SHOW DATABASES now. Safe for concurrent use.
 func (s *Server) DatabaseSnapshots() []DatabaseSnapshot {
-	cfg := s.cfg.Load()
-	servers := map[string]int{}
-	for _, p := range s.pools.list() {
-		servers[p.key.db] += int(p.serverCount())
-	}
-	clients := map[string]int{}
-	for _, v := range s.clientViews() {
-		clients[v.db]++
-	}
-	names := make([]string, 0, len(cfg.Databases))
-	for n := range cfg.Databases {
-		if n != "*" {
-			names = append(names, n)
+	t := newConsoleTable(databasesColumns, s.databaseRows())
+	out := make([]DatabaseSnapshot, len(t.rows))
+	for i := range t.rows {
+		out[i] = DatabaseSnapshot{
+			Name: t.str(i, "name"), Host: t.str(i, "host"), Port: t.num(i, "port"), Database: t.str(i, "database"),
+			ForceUser: t.str(i, "force_user"), PoolMode: t.str(i, "pool_mode"),
+			PoolSize: t.num(i, "pool_size"), MinPoolSize: t.num(i, "min_pool_size"), ReservePoolSize: t.num(i, "reserve_pool_size"),
+			MaxConnections: t.num(i, "max_connections"), CurrentConnections: t.num(i, "current_connections"),
+			CurrentClientConnections: t.num(i, "current_client_connections"),
+			Paused:                   t.num(i, "paused") != 0, Disabled: t.num(i, "disabled") != 0,
 		}
-	}
-	sort.Strings(names)
-	out := make([]DatabaseSnapshot, 0, len(names)+1)
-	out = append(out, DatabaseSnapshot{Name: "pgbouncer", Port: cfg.ListenPort, Database: "pgbouncer", ForceUser: "pgbouncer",
-		PoolMode: "statement", PoolSize: 2, CurrentClientConnections: clients["pgbouncer"]})
-	for _, n := range names {
-		db := cfg.Databases[n]
-		d := DatabaseSnapshot{Name: n, Host: db.Host, Port: db.Port, Database: db.DBName, ForceUser: db.User,
-			PoolSize: cfg.EffectivePoolSize(db, db.User), MinPoolSize: cfg.EffectiveMinPoolSize(db),
-			ReservePoolSize: cfg.EffectiveReservePoolSize(db, db.User), MaxConnections: cfg.EffectiveMaxDBConnections(db),
-			CurrentConnections: servers[n], CurrentClientConnections: clients[n],
-			Paused: s.databasePaused(n), Disabled: s.pools.isDisabled(n)}
-		if d.Port == 0 {
-			d.Port = 5432
-		}
-		if d.Database == "" {
-			d.Database = n
-		}
-		if db.PoolMode != config.PoolModeUnset {
-			d.PoolMode = db.PoolMode.String()
-		}
-		out = append(out, d)
 	}
 	return out
 }
 
-// databasePaused reports whether PAUSE is in force for database name.
-func (s *Server) databasePaused(name string) bool {
-	for _, p := range s.pools.list() {
-		if p.key.db == name && p.isPaused() {
-			return true
-		}
-	}
-	return false
-}
-
-// ListsSnapshot is SHOW LISTS: counts of the pooler's objects. pgwarden
-// keeps no free lists, peers or DNS cache, so those counts are 0 and left
-// out.
+// ListsSnapshot is SHOW LISTS: counts of the pooler's objects.
 type ListsSnapshot struct {
-	// Databases counts the configured databases plus the console's;
-	// Users the auth_file and [users] entries; Pools the pools.
+	// Databases, users and pools, as the console counts them.
 	Databases, Users, Pools int
-	// UsedClients are signed-in clients (console included), LoginClients
-	// those still signing in.
-	UsedClients, LoginClients int
-	// UsedServers are the server connections, idle or not.
-	UsedServers int
+	// Clients: free (kept for reuse), signed in (console included),
+	// still signing in.
+	FreeClients, UsedClients, LoginClients int
+	// Servers: free (kept for reuse) and open (idle or not).
+	FreeServers, UsedServers int
+	// DNS cache and lookups in flight.
+	DNSNames, DNSZones, DNSQueries int
 }
 
-// Lists reads SHOW LISTS' figures now. Safe for concurrent use.
+// Lists reads SHOW LISTS now. Safe for concurrent use.
 func (s *Server) Lists() ListsSnapshot {
-	cfg := s.cfg.Load()
-	pools := s.pools.list()
-	l := ListsSnapshot{Databases: 1, Users: len(userNames(cfg)), Pools: len(pools)}
-	for _, p := range pools {
-		l.UsedServers += int(p.serverCount())
+	t := newConsoleTable(listsColumns, s.listRows())
+	n := map[string]int{}
+	for i := range t.rows {
+		n[t.str(i, "list")] = t.num(i, "items")
 	}
-	for n := range cfg.Databases {
-		if n != "*" {
-			l.Databases++
-		}
-	}
-	s.mu.Lock()
-	for c := range s.mu.clients {
-		c.mu.Lock()
-		if c.mu.state == stateLogin && c.admin == nil {
-			l.LoginClients++
-		} else {
-			l.UsedClients++
-		}
-		c.mu.Unlock()
-	}
-	s.mu.Unlock()
-	return l
+	return ListsSnapshot{Databases: n["databases"], Users: n["users"], Pools: n["pools"],
+		FreeClients: n["free_clients"], UsedClients: n["used_clients"], LoginClients: n["login_clients"],
+		FreeServers: n["free_servers"], UsedServers: n["used_servers"],
+		DNSNames: n["dns_names"], DNSZones: n["dns_zones"], DNSQueries: n["dns_queries"]}
 }
 
 // StatsSnapshot is one database's row of SHOW STATS_TOTALS: counters since

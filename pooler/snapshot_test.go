@@ -209,15 +209,39 @@ func TestSnapshotsMatchConsole(t *testing.T) {
 		}
 	}
 
+	if l := in.srv.Lists(); l.Databases != 3 || l.UsedClients != 2 || l.UsedServers != 1 {
+		t.Errorf("Lists %+v: want 3 databases (app, postgres, pgbouncer), 2 clients, 1 server", l)
+	}
 	l := in.srv.Lists()
 	lists := map[string]string{}
 	for _, r := range showRows(t, admin, "SHOW LISTS") {
 		lists[r["list"]] = r["items"]
 	}
 	for k, v := range map[string]int{"databases": l.Databases, "users": l.Users, "pools": l.Pools, "used_clients": l.UsedClients,
-		"login_clients": l.LoginClients, "used_servers": l.UsedServers, "free_clients": 0, "free_servers": 0, "dns_names": 0, "dns_zones": 0, "dns_queries": 0} {
+		"login_clients": l.LoginClients, "used_servers": l.UsedServers, "free_clients": l.FreeClients, "free_servers": l.FreeServers,
+		"dns_names": l.DNSNames, "dns_zones": l.DNSZones, "dns_queries": l.DNSQueries} {
 		if lists[k] != itoa(v) {
 			t.Errorf("SHOW LISTS %s = %q, snapshot %d", k, lists[k], v)
+		}
+	}
+
+	pools := in.srv.ShowPools()
+	pr := showRows(t, admin, "SHOW POOLS")
+	if len(pr) != len(pools) {
+		t.Fatalf("SHOW POOLS has %d rows, ShowPools %d", len(pr), len(pools))
+	}
+	for i, p := range pools {
+		for k, v := range map[string]string{"database": p.Database, "user": p.User, "pool_mode": p.PoolMode,
+			"cl_active": itoa(p.ClActive), "cl_waiting": itoa(p.ClWaiting), "cl_active_cancel_req": itoa(p.ClActiveCancelReq),
+			"cl_waiting_cancel_req": itoa(p.ClWaitingCancelReq), "sv_active": itoa(p.SvActive), "sv_active_cancel": itoa(p.SvActiveCancel),
+			"sv_being_canceled": itoa(p.SvBeingCanceled), "sv_idle": itoa(p.SvIdle), "sv_used": itoa(p.SvUsed), "sv_tested": itoa(p.SvTested),
+			"sv_login": itoa(p.SvLogin), "maxwait": itoa(int(p.MaxWait / time.Second)), "maxwait_us": itoa(int(p.MaxWait % time.Second / time.Microsecond))} {
+			if pr[i][k] != v {
+				t.Errorf("SHOW POOLS %s/%s %s = %q, ShowPools %q", p.Database, p.User, k, pr[i][k], v)
+			}
+		}
+		if p.Database == "app" && (p.User != "alice" || p.ClActive != 1 || p.SvIdle != 1) {
+			t.Errorf("app pool %+v: want alice with 1 active client and 1 idle server", p)
 		}
 	}
 

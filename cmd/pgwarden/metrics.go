@@ -116,11 +116,12 @@ func pgbouncerCollector(srv *pooler.Server, cfg config.Metrics) prometheus.Colle
 // pgbouncerSnapshot reads the console's figures from srv now.
 func pgbouncerSnapshot(srv *pooler.Server) metrics.Snapshot {
 	var snap metrics.Snapshot
-	for _, p := range srv.PoolSnapshots() {
+	for _, p := range srv.ShowPools() {
 		snap.Pools = append(snap.Pools, metrics.PoolStats{
 			Database: p.Database, User: p.User,
-			ClActive: p.ClActive, ClWaiting: p.ClWaiting, SvActive: p.SvActive, SvIdle: p.SvIdle, SvLogin: p.SvLogin,
-			MaxWait: p.MaxWait,
+			ClActive: p.ClActive, ClWaiting: p.ClWaiting, ClActiveCancelReq: p.ClActiveCancelReq, ClWaitingCancelReq: p.ClWaitingCancelReq,
+			SvActive: p.SvActive, SvActiveCancel: p.SvActiveCancel, SvBeingCanceled: p.SvBeingCanceled,
+			SvIdle: p.SvIdle, SvUsed: p.SvUsed, SvTested: p.SvTested, SvLogin: p.SvLogin, MaxWait: p.MaxWait,
 		})
 	}
 	for _, d := range srv.DatabaseSnapshots() {
@@ -140,7 +141,9 @@ func pgbouncerSnapshot(srv *pooler.Server) metrics.Snapshot {
 	}
 	l := srv.Lists()
 	snap.Lists = &metrics.ListStats{Databases: l.Databases, Users: l.Users, Pools: l.Pools,
-		UsedClients: l.UsedClients, LoginClients: l.LoginClients, UsedServers: l.UsedServers}
+		FreeClients: l.FreeClients, UsedClients: l.UsedClients, LoginClients: l.LoginClients,
+		FreeServers: l.FreeServers, UsedServers: l.UsedServers,
+		DNSNames: l.DNSNames, DNSZones: l.DNSZones, DNSQueriesInFlight: l.DNSQueries}
 	maxClient, maxUser := srv.Limits()
 	snap.Config = &metrics.ConfigStats{MaxClientConn: maxClient, MaxUserConnections: maxUser}
 	for _, c := range srv.ClientCounts() {

@@ -148,7 +148,8 @@ func TestExternalTools(t *testing.T) {
 			}
 			switch {
 			case k == "pgbouncer_used_clients",
-				strings.HasPrefix(k, "pgbouncer_client_connections{") && strings.Contains(k, `database="pgbouncer"`):
+				strings.HasPrefix(k, "pgbouncer_client_connections{") && strings.Contains(k, `database="pgbouncer"`),
+				strings.HasPrefix(k, "pgbouncer_pools_client_active_connections{") && strings.Contains(k, `database="pgbouncer"`):
 				// The exporter's own console connection, present only
 				// while it scrapes.
 				continue
