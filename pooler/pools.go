@@ -104,6 +104,26 @@ type poolStats struct {
 	assignCnt  atomic.Int64
 }
 
+// queryDone accounts one query that took d (SHOW STATS query_count and
+// query_time, and the metrics).
+func (p *pool) queryDone(d time.Duration) {
+	p.stats.queryCount.Add(1)
+	p.stats.queryTime.Add(d.Microseconds())
+	if p.obs != nil {
+		p.obs.Query(d)
+	}
+}
+
+// xactDone accounts one transaction that took d (SHOW STATS xact_count
+// and xact_time, and the metrics).
+func (p *pool) xactDone(d time.Duration) {
+	p.stats.xactCount.Add(1)
+	p.stats.xactTime.Add(d.Microseconds())
+	if p.obs != nil {
+		p.obs.Transaction(d)
+	}
+}
+
 // forClient finds or creates the pool for a signed-in client.
 func (ps *poolSet) forClient(cfg *config.Config, st *startup, id *Identity) (*pool, error) {
 	db, ok := cfg.LookupDatabase(st.database)
@@ -405,36 +425,15 @@ func (p *pool) acquire(ctx context.Context) (*puddle.Resource[*serverConn], erro
 		defer cancel()
 	}
 	res, err := p.acquireRaw(ctx)
-	waited := time.Since(start)
-	p.stats.waitTime.Add(waited.Microseconds())
+	p.stats.waitTime.Add(time.Since(start).Microseconds())
 	if err != nil {
 		return nil, err
 	}
 	p.stats.assignCnt.Add(1)
 	if p.obs != nil {
-		p.obs.ClientWait(waited)
+		p.obs.ClientWait(time.Since(start))
 	}
 	return res, nil
-}
-
-// queryDone accounts one query that took d (SHOW STATS query_count and
-// query_time, and the metrics).
-func (p *pool) queryDone(d time.Duration) {
-	p.stats.queryCount.Add(1)
-	p.stats.queryTime.Add(d.Microseconds())
-	if p.obs != nil {
-		p.obs.Query(d)
-	}
-}
-
-// xactDone accounts one transaction that took d (SHOW STATS xact_count
-// and xact_time, and the metrics).
-func (p *pool) xactDone(d time.Duration) {
-	p.stats.xactCount.Add(1)
-	p.stats.xactTime.Add(d.Microseconds())
-	if p.obs != nil {
-		p.obs.Transaction(d)
-	}
 }
 
 func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], error) {
