@@ -63,7 +63,8 @@ func (o *observer) SessionsRevoked(n int) { o.m.SessionsRevoked(n) }
 
 // JWKSFetch counts failed discovery and key set requests; a success is
 // counted when the keys are installed (KeysLoaded), so that a key set that
-// arrives but does not parse is not a success.
+// arrives but does not parse is not a success (authn reports no event for
+// it, so it is not a failure either; its log line is the trace).
 func (o *observer) JWKSFetch(ev authn.JWKSFetchEvent) {
 	if ev.Err != nil {
 		o.m.JWKSFetch("failure")
