@@ -232,7 +232,7 @@ func (c *clientConn) reportError(err error) {
 
 func (c *clientConn) sendFatal(pe *pgError) {
 	if c.srv.opts.Observer != nil {
-		c.srv.opts.Observer.ClientError(pe.code.String())
+		c.srv.opts.Observer.ClientError(pe.code.String(), pe.clientSQLState())
 	}
 	b := appendErrorResponse(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage())
 	c.writeMu.Lock()

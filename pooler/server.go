@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgwarden/pgwarden/authn"
 	"github.com/pgwarden/pgwarden/pooler/config"
 )
 
@@ -41,12 +42,86 @@ type Options struct {
 	AuditLogger *slog.Logger
 }
 
-// Observer is told about events the metrics and audit sinks care about. It
-// must not block.
+// Observer is told about events the metrics and audit sinks care about.
+// Its methods are called synchronously, possibly from many goroutines at
+// once, and must not block. Embed [NopObserver] to implement only some.
 type Observer interface {
+	// Observer's authn part receives the Entra ID validator's events:
+	// key set fetches, keys loaded, token cache lookups, Graph lookups.
+	authn.Observer
 	SignIn(ev SignInEvent)
-	ClientError(code string)
+	// ClientError is called for every ErrorResponse the pooler itself
+	// sends a client: code is the pooler's name for the error (see the
+	// README), sqlstate the SQLSTATE the client got.
+	ClientError(code, sqlstate string)
+	// Pool is called once for each pool, when it is created. The
+	// returned PoolObserver (nil for none) receives the pool's data-path
+	// figures.
+	Pool(database, user string) PoolObserver
+	// BackendTokenRefresh reports one refresh of pgwarden's own Entra
+	// token (server_auth with a token provider, and Graph's token).
+	BackendTokenRefresh(ev authn.RefreshEvent)
+	// SessionsRevoked reports n client sessions ended because their Entra
+	// principal was removed (entra disconnect_on_revoke).
+	SessionsRevoked(n int)
 }
+
+// PoolObserver receives one pool's data-path figures where the pooler
+// accounts the SHOW STATS totals. It is called on the hot path: it must
+// neither block nor allocate.
+type PoolObserver interface {
+	// ClientWait: a client waited d for a server and was assigned one.
+	ClientWait(d time.Duration)
+	// Query: a query took d, from the client's request to ReadyForQuery.
+	Query(d time.Duration)
+	// Transaction: a transaction ended after d (idle in transaction
+	// included, as SHOW STATS xact_time).
+	Transaction(d time.Duration)
+	// ServerLoginFailed: a server connection could not be opened; reason
+	// is one of the ServerFail* values.
+	ServerLoginFailed(reason string)
+}
+
+// Reasons a server connection could not be opened, given to
+// [PoolObserver.ServerLoginFailed].
+const (
+	// ServerFailConnect: the TCP or Unix socket connection failed.
+	ServerFailConnect = "connect"
+	// ServerFailTimeout: server_connect_timeout passed.
+	ServerFailTimeout = "timeout"
+	// ServerFailTLS: server TLS could not be set up.
+	ServerFailTLS = "tls"
+	// ServerFailAuth: the server refused the credentials (SQLSTATE class 28).
+	ServerFailAuth = "auth"
+	// ServerFailServerError: the server sent another error during login
+	// (no such database, too many connections, starting up, ...).
+	ServerFailServerError = "server_error"
+	// ServerFailLogin: the login exchange failed on pgwarden's side (no
+	// usable password, unsupported method, connection lost).
+	ServerFailLogin = "login"
+	// ServerFailBackendToken: no Entra token to log in with.
+	ServerFailBackendToken = "backend_token"
+	// ServerFailConnectQuery: connect_query broke the connection.
+	ServerFailConnectQuery = "connect_query"
+)
+
+// NopObserver implements [Observer] with methods that do nothing.
+type NopObserver struct{ authn.NopObserver }
+
+// SignIn does nothing.
+func (NopObserver) SignIn(SignInEvent) {}
+
+// ClientError does nothing.
+func (NopObserver) ClientError(string, string) {}
+
+// Pool returns nil.
+func (NopObserver) Pool(string, string) PoolObserver { return nil }
+
+// BackendTokenRefresh does nothing.
+func (NopObserver) BackendTokenRefresh(authn.RefreshEvent) {}
+
+// SessionsRevoked does nothing.
+func (NopObserver) SessionsRevoked(int) {}
 
 // SignInEvent describes one sign-in attempt.
 type SignInEvent struct {
@@ -137,6 +212,9 @@ type Server struct {
 func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Observer == nil {
+		opts.Observer = NopObserver{}
 	}
 	s := &Server{
 		opts:       opts,

@@ -254,12 +254,13 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 	}
 	reg := prometheus.NewRegistry()
 	mtr := metrics.New(reg)
-	srv, err := pooler.New(cfg, pooler.Options{Logger: log, AuditLogger: logs.audit, Observer: observer{mtr}})
+	srv, err := pooler.New(cfg, pooler.Options{Logger: log, AuditLogger: logs.audit, Observer: newObserver(mtr)})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return &exitError{1, err}
 	}
-	reg.MustRegister(poolCollector(srv))
+	reg.MustRegister(pgbouncerCollector(srv, cfg.Metrics))
+	mtr.JWKSKeysFrom(srv.EntraKeyCount)
 	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
 		// A development aid for the benchmarks: profile the whole run,
 		// written when pgwarden exits.

@@ -524,4 +524,19 @@ type Metrics struct {
 	// Pprof mounts net/http/pprof under /debug/pprof/ (only allowed when
 	// Listen is a loopback address).
 	Pprof bool
+	// StatsNames picks the names of PgBouncer's stats counters: "both"
+	// (the default; "" means it too), "totals" (pgbouncer_stats_totals_*,
+	// pgbouncer_exporter 0.11 and later) or "legacy" (pgbouncer_stats_*).
+	StatsNames string
+	// NoClientConnections leaves pgbouncer_client_connections out
+	// (client_connections = 0): its application_name label is chosen by
+	// clients.
+	NoClientConnections bool
 }
+
+// Values of [Metrics.StatsNames].
+const (
+	StatsNamesBoth   = "both"
+	StatsNamesTotals = "totals"
+	StatsNamesLegacy = "legacy"
+)

@@ -235,6 +235,17 @@ func (l *iniLoader) setMetrics(file string, lineNo int, key, value string) {
 		default:
 			bad("expected 0 or 1")
 		}
+	case "stats_names":
+		l.c.Metrics.StatsNames = value
+	case "client_connections":
+		switch value {
+		case "0":
+			l.c.Metrics.NoClientConnections = true
+		case "1":
+			l.c.Metrics.NoClientConnections = false
+		default:
+			bad("expected 0 or 1")
+		}
 	default:
 		bad("unknown parameter: metrics/" + key)
 	}

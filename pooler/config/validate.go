@@ -70,6 +70,11 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 	} else if c.Metrics.Pprof {
 		bad("metrics.pprof", "needs metrics.listen")
 	}
+	switch c.Metrics.StatsNames {
+	case "", StatsNamesBoth, StatsNamesTotals, StatsNamesLegacy:
+	default:
+		bad("metrics.stats_names", "want both, totals or legacy, not %q", c.Metrics.StatsNames)
+	}
 
 	// Listening.
 	if c.ListenPort <= 0 || c.ListenPort > 65535 {

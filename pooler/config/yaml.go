@@ -387,7 +387,8 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 	}
 	_, hasEntra := lines["entra"]
 	errs = append(errs, applyYAMLEntra(c, y.Entra, hasEntra, path, lines, badLines, pos)...)
-	c.Metrics = Metrics{Listen: y.Metrics.Listen, Pprof: y.Metrics.Pprof}
+	c.Metrics = Metrics{Listen: y.Metrics.Listen, Pprof: y.Metrics.Pprof, StatsNames: y.Metrics.StatsNames,
+		NoClientConnections: y.Metrics.ClientConnections != nil && !*y.Metrics.ClientConnections}
 	c.Audit = Audit{LogFile: y.Audit.LogFile, Syslog: y.Audit.Syslog}
 	poolMode := func(s, p string) PoolMode {
 		if s == "" {
@@ -686,6 +687,8 @@ func PeerIDFromHostname(host string) (int, bool) {
 }
 
 type yamlMetrics struct {
-	Listen string `yaml:"listen"`
-	Pprof  bool   `yaml:"pprof"`
+	Listen            string `yaml:"listen"`
+	Pprof             bool   `yaml:"pprof"`
+	StatsNames        string `yaml:"stats_names"`
+	ClientConnections *bool  `yaml:"client_connections"`
 }
