@@ -2,6 +2,7 @@ package pooler
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"regexp"
@@ -101,6 +102,7 @@ func (a *adminSession) run() error {
 			if out == nil {
 				return nil
 			}
+			a.countErrors(out)
 			if err := a.c.writeRaw(appendReadyForQuery(out, 'I')); err != nil {
 				return err
 			}
@@ -134,6 +136,38 @@ func unquote(s string, q byte) string {
 		return strings.ReplaceAll(s[1:len(s)-1], string([]byte{q, q}), string(q))
 	}
 	return s
+}
+
+// countErrors tells the observer about each ErrorResponse in a console
+// reply (code "admin_command", with the reply's SQLSTATE), so that
+// pgwarden_client_errors_total counts the console's refusals too.
+func (a *adminSession) countErrors(out []byte) {
+	for len(out) >= 5 {
+		l := int(binary.BigEndian.Uint32(out[1:]))
+		if l < 4 || 1+l > len(out) {
+			return
+		}
+		if out[0] == 'E' {
+			a.c.srv.opts.Observer.ClientError("admin_command", errorField(out[5:1+l], 'C'))
+		}
+		out = out[1+l:]
+	}
+}
+
+// errorField returns one field of an ErrorResponse body.
+func errorField(body []byte, field byte) string {
+	for len(body) > 0 && body[0] != 0 {
+		f := body[0]
+		v, rest, ok := cstring(body[1:])
+		if !ok {
+			return ""
+		}
+		if f == field {
+			return v
+		}
+		body = rest
+	}
+	return ""
 }
 
 func adminError(msg string) []byte {

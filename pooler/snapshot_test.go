@@ -283,3 +283,21 @@ func TestSnapshotsMatchConsole(t *testing.T) {
 		t.Errorf("SHOW CONFIG max_client_conn %q max_user_connections %q; Limits %d, %d", cfg["max_client_conn"], cfg["max_user_connections"], maxClient, maxUser)
 	}
 }
+
+// The console's refusals are counted as client errors too.
+func TestConsoleErrorsObserved(t *testing.T) {
+	obs := &hookObserver{pools: map[string]*poolRecorder{}}
+	in := startPooler(t, "auth_type = scram-sha-256", func(o *pooler.Options) { o.Observer = obs })
+	admin := in.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	if _, err := admin.Exec(context.Background(), "SHOW NONSENSE"); err == nil {
+		t.Fatal("SHOW NONSENSE succeeded")
+	}
+	if _, err := admin.Exec(context.Background(), "SET listen_port = 1"); err == nil {
+		t.Fatal("SET of a restart-only key succeeded")
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if want := []string{"admin_command/08P01", "admin_command/55P02"}; !slices.Equal(obs.errors, want) {
+		t.Fatalf("client errors %q, want %q", obs.errors, want)
+	}
+}

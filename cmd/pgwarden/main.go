@@ -260,6 +260,10 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		return &exitError{1, err}
 	}
 	reg.MustRegister(pgbouncerCollector(srv, cfg.Metrics))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pgwarden_parked_clients",
+		Help: "Idle clients parked without a goroutine (signed in, between transactions).",
+	}, func() float64 { return float64(srv.ParkedClients()) }))
 	mtr.JWKSKeysFrom(srv.EntraKeyCount)
 	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
 		// A development aid for the benchmarks: profile the whole run,
