@@ -8,6 +8,7 @@
 #   make bench         quick benchmark (about 2 minutes): pgwarden beside PgBouncer
 #                      and direct PostgreSQL, written to bench/RESULTS.md
 #   make bench-full    the full benchmark matrix (see bench/README.md)
+#   make image         the container image (deploy/container; podman, buildah or docker)
 #
 # PKGS narrows vet/test/lint, e.g. `make test PKGS=./pooler/pgtest/`.
 #
@@ -20,7 +21,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := build
-.PHONY: test build demo deps lint staticcheck bench bench-full
+.PHONY: test build demo deps lint staticcheck bench bench-full image
 
 # deps installs what a fresh Debian machine lacks (PostgreSQL server and
 # client, pgbench, make/gcc) with apt, as .ci/run does; it does nothing when
@@ -57,3 +58,7 @@ bench:
 
 bench-full:
 	$(GO) run ./bench $(BENCHFLAGS)
+
+# IMAGE names the image (default pgwarden:<version> and pgwarden:latest).
+image:
+	deploy/container/build.sh $(if $(IMAGE),-t $(IMAGE))
