@@ -3,6 +3,7 @@ package check
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -298,6 +299,7 @@ func checkCommon(t *testing.T, r *rendered, vals chartutil.Values) {
 	// Drain: preStop sleep, then SIGTERM; the grace period covers both and
 	// the shutdown timeout the config gets.
 	preStop := intValue(t, vals, "drain.preStopSleepSeconds")
+	grace := intValue(t, vals, "drain.acceptGraceSeconds")
 	shutdown := intValue(t, vals, "drain.shutdownTimeoutSeconds")
 	extra := intValue(t, vals, "drain.extraGraceSeconds")
 	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
@@ -305,8 +307,8 @@ func checkCommon(t *testing.T, r *rendered, vals chartutil.Values) {
 	} else if got := int(c.Lifecycle.PreStop.Sleep.Seconds); got != preStop {
 		t.Errorf("preStop sleeps %d s, want %d", got, preStop)
 	}
-	if spec.TerminationGracePeriodSeconds == nil || int(*spec.TerminationGracePeriodSeconds) != preStop+shutdown+extra {
-		t.Errorf("terminationGracePeriodSeconds = %v, want %d+%d+%d", spec.TerminationGracePeriodSeconds, preStop, shutdown, extra)
+	if spec.TerminationGracePeriodSeconds == nil || int(*spec.TerminationGracePeriodSeconds) != preStop+grace+shutdown+extra {
+		t.Errorf("terminationGracePeriodSeconds = %v, want %d+%d+%d+%d", spec.TerminationGracePeriodSeconds, preStop, grace, shutdown, extra)
 	}
 
 	// Non-root, read-only, no privileges: what the image allows.
@@ -381,15 +383,19 @@ func checkCommon(t *testing.T, r *rendered, vals chartutil.Values) {
 	if v, ok := vols["config"]; !ok || v.ConfigMap == nil || v.ConfigMap.Name != cm.Name {
 		t.Errorf("the config volume does not mount ConfigMap %s", cm.Name)
 	}
-	if len(c.Args) != 1 || !strings.HasPrefix(c.Args[0], "/etc/pgwarden/config/") {
-		t.Errorf("container args %q: want the config file under /etc/pgwarden/config/", c.Args)
+	if len(c.Args) != 1 || c.Args[0] != "/etc/pgwarden/config/pooler.yaml" {
+		t.Errorf("container args %q: want /etc/pgwarden/config/pooler.yaml", c.Args)
 	}
-	for name, data := range cm.Data {
-		if !strings.Contains(c.Args[0], "$(POD_NAME)") && c.Args[0] != "/etc/pgwarden/config/"+name {
-			t.Errorf("ConfigMap key %s is not the file the container reads (%s)", name, c.Args[0])
+	if len(cm.Data) != 1 || cm.Data["pooler.yaml"] == "" {
+		t.Fatalf("ConfigMap data has keys %v, want pooler.yaml alone", slices.Collect(maps.Keys(cm.Data)))
+	}
+	data := cm.Data["pooler.yaml"]
+	for _, want := range []string{fmt.Sprintf("shutdown: %ds", shutdown), fmt.Sprintf("shutdown_accept_grace: %ds", grace)} {
+		if !strings.Contains(data, want) {
+			t.Errorf("pooler.yaml has no %q (from drain.*)", want)
 		}
-		checkPoolerConfig(t, name, data, shutdown)
 	}
+	checkPoolerConfig(t, "pooler.yaml", data)
 }
 
 func firstKey(m map[string]string, prefix string) string {
@@ -401,20 +407,20 @@ func firstKey(m map[string]string, prefix string) string {
 	return ""
 }
 
-// assumedKeys are the pooler.yaml keys the chart writes for features that a
-// pgwarden build may not know yet (see the chart's _helpers.tpl). When the
-// loader in this tree reports one of them as unknown, that is logged, not
-// failed; every other problem fails.
-var assumedKeys = []string{"peer_id", "peers", "timeouts.shutdown"}
+// assumedKeys are the pooler.yaml keys the chart writes for scale-out
+// features that a pgwarden build may not know yet (see the chart's
+// _helpers.tpl). When the loader in this tree reports one of them as
+// unknown, that is logged, not failed; every other problem fails.
+var assumedKeys = []string{"peer_id", "peers", "timeouts.shutdown", "timeouts.shutdown_accept_grace"}
 
-// checkPoolerConfig validates one rendered pooler.yaml with pgwarden's
-// config loader. The files the config names under /etc/pgwarden (userlist,
-// TLS) are made, empty, in a temporary directory that stands in for it.
-func checkPoolerConfig(t *testing.T, name, data string, shutdownSeconds int) {
+// checkPoolerConfig validates a rendered pooler.yaml with pgwarden's config
+// loader. The files the config names under /etc/pgwarden (userlist, TLS)
+// are made, empty, in a temporary directory that stands in for it, and
+// "peer_id: hostname" becomes pod 0's id, 1 (this host's name need not end
+// in -N).
+func checkPoolerConfig(t *testing.T, name, data string) {
 	t.Helper()
-	if !strings.Contains(data, fmt.Sprintf("shutdown: %ds", shutdownSeconds)) {
-		t.Errorf("%s: no timeouts.shutdown of %ds (drain.shutdownTimeoutSeconds)", name, shutdownSeconds)
-	}
+	data = strings.Replace(data, "\npeer_id: hostname\n", "\npeer_id: 1\n", 1)
 	root := t.TempDir()
 	data = strings.ReplaceAll(data, "/etc/pgwarden/", root+"/")
 	for _, f := range []string{"userlist/userlist.txt", "tls/client/tls.crt", "tls/client/tls.key", "tls/client/ca.crt", "tls/server/ca.crt"} {
@@ -461,38 +467,21 @@ func checkPeers(t *testing.T, r *rendered, n int) {
 		t.Errorf("StatefulSet serviceName %q, want the headless Service %q", r.sts.Spec.ServiceName, headless)
 	}
 	c := r.sts.Spec.Template.Spec.Containers[0]
-	if len(c.Args) != 1 || c.Args[0] != "/etc/pgwarden/config/$(POD_NAME).yaml" {
-		t.Errorf("args %q: want each pod's own file", c.Args)
+	if c.Args[0] != "/etc/pgwarden/config/pooler.yaml" {
+		t.Errorf("args %q: want the one config file", c.Args)
 	}
-	hasPodName := false
-	for _, e := range c.Env {
-		if e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
-			hasPodName = true
-		}
-	}
-	if !hasPodName {
-		t.Error("no POD_NAME from metadata.name for $(POD_NAME)")
-	}
-	cm := r.configMaps[0]
-	if len(cm.Data) != n {
-		t.Errorf("ConfigMap has %d files, want one per peer (%d)", len(cm.Data), n)
+	data := r.configMaps[0].Data["pooler.yaml"] + "\n"
+	if !strings.Contains(data, "\npeer_id: hostname\n") {
+		t.Errorf("pooler.yaml: want peer_id: hostname (pod -N is peer N+1)\n%s", data)
 	}
 	for i := range n {
-		pod := fmt.Sprintf("%s-%d", r.sts.Name, i)
-		data, ok := cm.Data[pod+".yaml"]
-		if !ok {
-			t.Errorf("no config file for pod %s", pod)
-			continue
+		want := fmt.Sprintf("\n  %d:\n    host: %s-%d.%s.%s.svc.cluster.local\n    port: 6432\n", i+1, r.sts.Name, i, headless, namespace)
+		if !strings.Contains(data, want) {
+			t.Errorf("pooler.yaml: no peer %d as %q\n%s", i+1, want, data)
 		}
-		if !strings.Contains(data, fmt.Sprintf("\npeer_id: %d\n", i+1)) {
-			t.Errorf("%s.yaml: want peer_id: %d\n%s", pod, i+1, data)
-		}
-		for j := range n {
-			host := fmt.Sprintf("host: %s-%d.%s.%s.svc.cluster.local", r.sts.Name, j, headless, namespace)
-			if !strings.Contains(data, host) {
-				t.Errorf("%s.yaml: no peer %q", pod, host)
-			}
-		}
+	}
+	if strings.Contains(data, fmt.Sprintf("\n  %d:\n    host: %s-%d.", n+1, r.sts.Name, n)) {
+		t.Errorf("pooler.yaml lists more than %d peers", n)
 	}
 }
 

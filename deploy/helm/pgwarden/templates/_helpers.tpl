@@ -68,13 +68,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/*
-pgwarden.config renders pooler.yaml for one pod: .root is the chart's root
-context, .ordinal the StatefulSet ordinal (-1: no peers). values.config is
-the base; the keys below are set by the chart and override it.
-
-The pooler.yaml names of the scale-out settings are kept here, in one place:
-timeouts.shutdown (shutdown_timeout), peer_id, and peers (a list of
-{id, host, port, pool_size}, PgBouncer's [peers]).
+pgwarden.config renders pooler.yaml: .root is the chart's root context.
+values.config is the base; the keys below are set by the chart and override
+it. With peers, every pod reads the same file: peer_id "hostname" makes pod
+pgwarden-N peer N+1, and peers lists every pod there can be by its name
+under the headless Service (written by hand below: pooler.yaml wants the
+peer ids as bare integer keys, which toYaml would quote).
 */}}
 {{- define "pgwarden.config" -}}
 {{- $root := .root -}}
@@ -82,7 +81,9 @@ timeouts.shutdown (shutdown_timeout), peer_id, and peers (a list of
 {{- $managed := dict
   "listen" (dict "addresses" (list "*") "port" (int $v.port) "unix_socket_dir" "")
   "metrics" (dict "listen" (printf ":%d" (int $v.metrics.port)))
-  "timeouts" (dict "shutdown" (printf "%ds" (int $v.drain.shutdownTimeoutSeconds)))
+  "timeouts" (dict
+    "shutdown" (printf "%ds" (int $v.drain.shutdownTimeoutSeconds))
+    "shutdown_accept_grace" (printf "%ds" (int $v.drain.acceptGraceSeconds)))
 -}}
 {{- if $v.userlist.existingSecret -}}
 {{- $_ := set $managed "auth" (dict "file" (printf "/etc/pgwarden/userlist/%s" $v.userlist.key)) -}}
@@ -101,22 +102,25 @@ timeouts.shutdown (shutdown_timeout), peer_id, and peers (a list of
 {{- if $tls -}}
 {{- $_ := set $managed "tls" $tls -}}
 {{- end -}}
-{{- if ge (int .ordinal) 0 -}}
-{{- $fullname := include "pgwarden.fullname" $root -}}
-{{- $headless := include "pgwarden.headlessName" $root -}}
-{{- $peers := list -}}
-{{- range $i := until (int (include "pgwarden.peerCount" $root)) -}}
-{{- $p := dict "id" (add $i 1) "host" (printf "%s-%d.%s.%s.svc.%s" $fullname $i $headless $root.Release.Namespace $v.peers.clusterDomain) "port" (int $v.port) -}}
-{{- if $v.peers.poolSize -}}
-{{- $_ := set $p "pool_size" (int $v.peers.poolSize) -}}
-{{- end -}}
-{{- $peers = append $peers $p -}}
-{{- end -}}
-{{- $_ := set $managed "peer_id" (add (int .ordinal) 1) -}}
-{{- $_ := set $managed "peers" $peers -}}
-{{- end -}}
 {{- $cfg := mergeOverwrite (deepCopy (default (dict) $v.config)) $managed -}}
-{{- toYaml $cfg -}}
+{{- if $v.peers.enabled -}}
+{{- $cfg = omit $cfg "peer_id" "peers" -}}
+{{- end -}}
+{{- toYaml $cfg }}
+{{- if $v.peers.enabled }}
+peer_id: hostname
+peers:
+{{- $fullname := include "pgwarden.fullname" $root }}
+{{- $headless := include "pgwarden.headlessName" $root }}
+{{- range $i := until (int (include "pgwarden.peerCount" $root)) }}
+  {{ add $i 1 }}:
+    host: {{ printf "%s-%d.%s.%s.svc.%s" $fullname $i $headless $root.Release.Namespace $v.peers.clusterDomain }}
+    port: {{ int $v.port }}
+    {{- if $v.peers.poolSize }}
+    pool_size: {{ int $v.peers.poolSize }}
+    {{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -124,7 +128,7 @@ The part of the config that only a restart applies: with
 rollOnConfigChange false, the pods' checksum annotation covers only this.
 */}}
 {{- define "pgwarden.restartConfig" -}}
-{{- $cfg := include "pgwarden.config" (dict "root" . "ordinal" -1) | fromYaml -}}
+{{- $cfg := include "pgwarden.config" (dict "root" .) | fromYaml -}}
 {{- $client := default (dict) (get $cfg "client") -}}
 {{- $network := default (dict) (get $cfg "network") -}}
 {{- $log := default (dict) (get $cfg "log") -}}
