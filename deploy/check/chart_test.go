@@ -12,9 +12,9 @@ import (
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
-	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
 	"helm.sh/helm/v3/pkg/releaseutil"
@@ -133,48 +133,35 @@ func decoder() runtime.Decoder {
 }
 
 // render is `helm template` for the variant, every manifest decoded
-// strictly into its Kubernetes type.
+// strictly into its Kubernetes type. It renders with Helm's engine, as
+// helm template does, without the action package (and the registry and
+// cluster clients it brings).
 func render(t *testing.T, v variant) *rendered {
 	t.Helper()
-	chrt, err := loader.Load(chartDir)
-	if err != nil {
-		t.Fatalf("load chart: %v", err)
-	}
-	inst := action.NewInstall(&action.Configuration{Log: t.Logf})
-	inst.ClientOnly = true
-	inst.DryRun = true
-	inst.Replace = true
-	inst.ReleaseName = releaseName
-	inst.Namespace = namespace
-	inst.KubeVersion = kubeVersion
-	inst.APIVersions = chartutil.VersionSet{"monitoring.coreos.com/v1", "monitoring.coreos.com/v1/ServiceMonitor"}
-	rel, err := inst.Run(chrt, v.values(t))
+	manifests, err := renderChart(v.values(t))
 	if err != nil {
 		t.Fatalf("helm template: %v", err)
 	}
 	if dir := os.Getenv("CHART_RENDER_DIR"); dir != "" {
 		// For reading what the chart makes without a helm binary:
 		//   CHART_RENDER_DIR=/tmp/out go test -run TestChartRender
-		if err := os.WriteFile(filepath.Join(dir, v.name+".yaml"), []byte(rel.Manifest), 0o644); err != nil {
+		var all strings.Builder
+		for _, m := range manifests {
+			fmt.Fprintf(&all, "---\n# Source: %s\n%s\n", m.name, m.text)
+		}
+		if err := os.WriteFile(filepath.Join(dir, v.name+".yaml"), []byte(all.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	manifests := releaseutil.SplitManifests(rel.Manifest)
-	keys := make([]string, 0, len(manifests))
-	for k := range manifests {
-		keys = append(keys, k)
-	}
-	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
 	dec := decoder()
 	r := &rendered{}
-	for _, k := range keys {
-		src := manifests[k]
-		obj, gvk, err := dec.Decode([]byte(src), nil, nil)
+	for _, m := range manifests {
+		obj, gvk, err := dec.Decode([]byte(m.text), nil, nil)
 		if err != nil {
-			t.Errorf("decode %s: %v\n%s", k, err, src)
+			t.Errorf("decode %s: %v\n%s", m.name, err, m.text)
 			continue
 		}
-		t.Logf("%s: %s", gvk.Kind, firstLine(src))
+		t.Logf("%s from %s", gvk.Kind, m.name)
 		r.objects = append(r.objects, obj)
 		switch o := obj.(type) {
 		case *corev1.ConfigMap:
@@ -194,13 +181,67 @@ func render(t *testing.T, v variant) *rendered {
 		case *monitoringv1.ServiceMonitor:
 			r.sm = o
 		default:
-			t.Errorf("%s: unexpected kind %s", k, gvk)
+			t.Errorf("%s: unexpected kind %s", m.name, gvk)
 		}
 	}
 	if t.Failed() {
 		t.FailNow()
 	}
 	return r
+}
+
+// manifest is one rendered document and the template it came from.
+type manifest struct {
+	name, text string
+}
+
+// renderChart renders the chart with vals over its values.yaml for release
+// releaseName in namespace, as `helm template` would for kubeVersion, and
+// returns the non-empty documents in Helm's install order.
+func renderChart(vals map[string]any) ([]manifest, error) {
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		return nil, fmt.Errorf("load chart: %w", err)
+	}
+	if c := chrt.Metadata.KubeVersion; c != "" && !chartutil.IsCompatibleRange(c, kubeVersion.String()) {
+		return nil, fmt.Errorf("chart requires kubeVersion %s, which %s does not meet", c, kubeVersion)
+	}
+	caps := chartutil.DefaultCapabilities.Copy()
+	caps.KubeVersion = *kubeVersion
+	caps.APIVersions = append(caps.APIVersions, "monitoring.coreos.com/v1", "monitoring.coreos.com/v1/ServiceMonitor")
+	top, err := chartutil.ToRenderValues(chrt, vals,
+		chartutil.ReleaseOptions{Name: releaseName, Namespace: namespace, Revision: 1, IsInstall: true}, caps)
+	if err != nil {
+		return nil, err
+	}
+	files, err := engine.Render(chrt, top)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for name, text := range files {
+		base := filepath.Base(name)
+		if strings.HasPrefix(base, "_") || base == "NOTES.txt" || strings.TrimSpace(text) == "" {
+			continue
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var out []manifest
+	for _, name := range names {
+		docs := releaseutil.SplitManifests(files[name])
+		keys := make([]string, 0, len(docs))
+		for k := range docs {
+			keys = append(keys, k)
+		}
+		sort.Sort(releaseutil.BySplitManifestsOrder(keys))
+		for _, k := range keys {
+			if text := strings.TrimSpace(docs[k]); text != "" {
+				out = append(out, manifest{name: name, text: text})
+			}
+		}
+	}
+	return out, nil
 }
 
 func firstLine(s string) string {
@@ -538,10 +579,6 @@ func checkWorkloadIdentity(t *testing.T, r *rendered) {
 
 // TestChartRejects: values that cannot work stop the release with a message.
 func TestChartRejects(t *testing.T) {
-	chrt, err := loader.Load(chartDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, c := range []struct {
 		name string
 		vals map[string]any
@@ -559,10 +596,7 @@ func TestChartRejects(t *testing.T) {
 		}, "peers.count"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			inst := action.NewInstall(&action.Configuration{Log: t.Logf})
-			inst.ClientOnly, inst.DryRun, inst.Replace = true, true, true
-			inst.ReleaseName, inst.Namespace, inst.KubeVersion = releaseName, namespace, kubeVersion
-			_, err := inst.Run(chrt, c.vals)
+			_, err := renderChart(c.vals)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("got %v, want an error about %s", err, c.want)
 			}

@@ -12,7 +12,6 @@
 #   GO         the go command (default: go)
 #   CA_BUNDLE  the PEM CA bundle to copy (default: the Debian/Ubuntu or
 #              Fedora/RHEL system bundle, whichever exists)
-#   GOARCH     to build for another architecture (the image is tagged as is)
 # Prints the image name last.
 set -euo pipefail
 
@@ -26,7 +25,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	-t | --tag) image="$2"; shift 2 ;;
 	--builder) builder="$2"; shift 2 ;;
-	-h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,15p' "$0"; exit 0 ;;
 	*) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
