@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -57,6 +56,10 @@ func TestContainerImage(t *testing.T) {
 	if err != nil {
 		t.Skip("podman is not installed (Debian: apt-get install podman); the container image is not checked")
 	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("the go command is not on PATH; build.sh needs it to build the image's binary")
+	}
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +70,7 @@ func TestContainerImage(t *testing.T) {
 	rand.Read(suffix)
 	image := "localhost/pgwarden-test:" + hex.EncodeToString(suffix)
 	build := exec.Command(filepath.Join(root, "deploy/container/build.sh"), "-t", image, "--builder", "podman")
-	build.Env = append(os.Environ(), "GO="+filepath.Join(runtime.GOROOT(), "bin", "go"))
+	build.Env = append(os.Environ(), "GO="+goTool)
 	var buildLog bytes.Buffer
 	build.Stdout, build.Stderr = &buildLog, &buildLog
 	if err := build.Run(); err != nil {
