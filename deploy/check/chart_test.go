@@ -244,14 +244,6 @@ func renderChart(vals map[string]any) ([]manifest, error) {
 	return out, nil
 }
 
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
 // TestChartRender renders every variant, decodes every manifest strictly,
 // and checks what the chart promises: probes, drain timing, config
 // checksum, secrets, peers, workload identity, autoscaling.
