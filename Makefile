@@ -8,6 +8,9 @@
 #   make bench         quick benchmark (about 2 minutes): pgwarden beside PgBouncer
 #                      and direct PostgreSQL, written to bench/RESULTS.md
 #   make bench-full    the full benchmark matrix (see bench/README.md)
+#   make image         the container image (deploy/container; podman, buildah or docker)
+#   make check-deploy  the Helm chart's checks (deploy/check, a Go module of its own:
+#                      helm lint and template, strict decoding, config validation)
 #
 # PKGS narrows vet/test/lint, e.g. `make test PKGS=./pooler/pgtest/`.
 #
@@ -20,7 +23,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := build
-.PHONY: test build demo deps lint staticcheck bench bench-full
+.PHONY: test build demo deps lint staticcheck bench bench-full image check-deploy
 
 # deps installs what a fresh Debian machine lacks (PostgreSQL server and
 # client, pgbench, make/gcc) with apt, as .ci/run does; it does nothing when
@@ -57,3 +60,12 @@ bench:
 
 bench-full:
 	$(GO) run ./bench $(BENCHFLAGS)
+
+# IMAGE names the image (default pgwarden:<version> and pgwarden:latest).
+image:
+	deploy/container/build.sh $(if $(IMAGE),-t $(IMAGE))
+
+# deploy/check has its own go.mod (Helm and the Kubernetes API types stay
+# out of the main one), so ./... above does not reach it.
+check-deploy:
+	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 ./...

@@ -97,9 +97,16 @@ type settingsInfo struct {
 	MaxConnections int               `json:"postgres_max_connections"`
 	PostgresConf   map[string]string `json:"postgres_conf"`
 	PoolerINI      map[string]string `json:"pooler_ini"` // the main config, per pooler
-	RunAs          string            `json:"run_as"`
-	NoFile         uint64            `json:"rlimit_nofile"`
-	Gomaxprocs     string            `json:"pgwarden_gomaxprocs"`
+	// PoolerINISection is the section PoolerINI comes from: "main" (the
+	// select-only section), else the first section that ran every pooler.
+	PoolerINISection string `json:"pooler_ini_section,omitempty"`
+	// EntraINI is what pgwarden's file adds for the Entra-token storm
+	// ($IDP, $TENANT, $OID for the run's values), as in its first storm
+	// (TLS off unless only TLS on ran).
+	EntraINI   string `json:"pgwarden_entra_ini,omitempty"`
+	RunAs      string `json:"run_as"`
+	NoFile     uint64 `json:"rlimit_nofile"`
+	Gomaxprocs string `json:"pgwarden_gomaxprocs"`
 }
 
 func (h *harness) settings(maxConn int) settingsInfo {

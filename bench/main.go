@@ -12,7 +12,9 @@
 // matrix, so that noise on the machine hits them alike, and measures
 // throughput, failures, latency percentiles (from pgbench --log), the
 // poolers' CPU per transaction (/proc/PID/stat), connection storms (-C)
-// with and without TLS, and resident memory per idle client.
+// with and without TLS (passwords, and for pgwarden Entra tokens from a
+// development identity provider run in process), and resident memory per
+// idle client.
 //
 // Every child process runs in its own process group and is killed when the
 // harness exits, including on Ctrl-C; the temporary directory is removed.
@@ -79,7 +81,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&c.with5000, "c5000", false, "add 5,000 clients to the matrix (raises RLIMIT_NOFILE; direct is not run there)")
 	fs.DurationVar(&c.stormDuration, "storm-duration", 10*time.Second, "length of each connection-storm run")
 	fs.IntVar(&c.stormClients, "storm-clients", 20, "pgbench -C -c for the connection storms")
-	fs.StringVar(&stormAuths, "storm-auth", "scram-sha-256,plain", "auth_type values for the connection storms")
+	fs.StringVar(&stormAuths, "storm-auth", "scram-sha-256,plain,entra", "sign-ins for the connection storms: auth_type scram-sha-256 or plain, or entra (Entra access tokens, pgwarden only)")
 	fs.StringVar(&stormTLS, "storm-tls", "off,on", "client TLS for the connection storms: off, on or both")
 	fs.IntVar(&c.idleN, "idle", 10000, "idle clients per pooler for the memory measurement")
 	fs.BoolVar(&c.idleTLS, "idle-tls", true, "also measure idle clients over TLS")
@@ -107,7 +109,8 @@ func parseFlags(args []string) (*config, error) {
 			"duration":       func() { c.duration = 5 * time.Second },
 			"rounds":         func() { c.rounds = 1 },
 			"storm-duration": func() { c.stormDuration = 5 * time.Second },
-			"storm-auth":     func() { stormAuths = "scram-sha-256" },
+			"storm-auth":     func() { stormAuths = "scram-sha-256,plain,entra" },
+			"storm-tls":      func() { stormTLS = "off" },
 			"idle":           func() { c.idleN = 2000 },
 			"idle-tls":       func() { c.idleTLS = false },
 		}
@@ -132,8 +135,8 @@ func parseFlags(args []string) (*config, error) {
 	}
 	c.stormAuths = splitList(stormAuths)
 	for _, a := range c.stormAuths {
-		if a != "scram-sha-256" && a != "plain" {
-			return nil, fmt.Errorf("-storm-auth: %q (want scram-sha-256 or plain)", a)
+		if a != "scram-sha-256" && a != "plain" && a != "entra" {
+			return nil, fmt.Errorf("-storm-auth: %q (want scram-sha-256, plain or entra)", a)
 		}
 	}
 	for _, s := range splitList(stormTLS) {
@@ -210,6 +213,12 @@ type harness struct {
 	// signInMs is, per target, the longest initial connection time seen
 	// per client per pgbench thread (ms), to size the -T allowance.
 	signInMs map[string]float64
+	// inis holds, per section label and pooler, the pgbouncer.ini it read
+	// (normalizeINI), for the check that the poolers' files are identical.
+	inis map[string]map[string]string
+	// entra is the dev IdP and token of the Entra-token storm (nil when it
+	// does not run).
+	entra *entraSetup
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -327,6 +336,17 @@ func (h *harness) run(ctx context.Context) (err error) {
 			h.problem("pgbench -S section stopped: %v", err)
 		}
 	}
+	if cfg.has("storm") && slices.Contains(cfg.stormAuths, "entra") {
+		// The Entra-token storm's identity provider, up until the end
+		// (the profile section uses it too).
+		h.logf("starting the development identity provider and minting the bench role's Entra token")
+		if e, err := startEntra(); err != nil {
+			h.problem("no Entra-token storm: dev IdP: %v", err)
+		} else {
+			h.entra = e
+			defer e.stop()
+		}
+	}
 	if cfg.has("storm") {
 		if err := h.stormSection(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -434,8 +454,9 @@ func (h *harness) jobs(clients int) int {
 	return max(1, min(clients, runtime.NumCPU()))
 }
 
-// startTargets starts one pooler of each kind with opts and returns the
-// targets, direct last when withDirect.
+// startTargets starts one pooler of each kind with opts (pgwarden only for
+// Entra tokens) and returns the targets, direct last when withDirect. It
+// checks that the poolers read the same pgbouncer.ini.
 func (h *harness) startTargets(ctx context.Context, label string, opts iniOptions, withDirect bool) ([]*target, func(), error) {
 	var targets []*target
 	stopAll := func() {
@@ -448,20 +469,89 @@ func (h *harness) startTargets(ctx context.Context, label string, opts iniOption
 		}
 	}
 	for _, k := range h.kinds {
+		if opts.entra != nil && !k.isPgwarden {
+			continue // PgBouncer cannot sign clients in with Entra tokens
+		}
 		p, err := h.startPooler(ctx, k, label, opts, nil)
 		if err != nil {
 			stopAll()
 			return nil, nil, err
 		}
 		targets = append(targets, &target{name: k.name, port: p.port, pooler: p})
-		if label == "main" && h.res.Settings.PoolerINI[k.name] == "" {
-			h.res.Settings.PoolerINI[k.name] = normalizeINI(p.ini, p.dir, p.port, h.ws.dir)
+		ini := normalizeINI(p.ini, p.dir, p.port, h.ws.dir)
+		if s := &h.res.Settings; opts.entra == nil && (s.PoolerINISection == "" || s.PoolerINISection == label) {
+			// The select-only section runs first when it runs at all.
+			s.PoolerINISection = label
+			s.PoolerINI[k.name] = ini
 		}
+		if h.inis == nil {
+			h.inis = map[string]map[string]string{}
+		}
+		if h.inis[label] == nil {
+			h.inis[label] = map[string]string{}
+		}
+		h.inis[label][k.name] = ini
 	}
+	h.checkINIs(label, opts)
 	if withDirect {
 		targets = append(targets, &target{name: "direct", port: h.pg.Port})
 	}
 	return targets, stopAll, nil
+}
+
+// stormLabel names a storm section's pooler instances (their directories,
+// and the key of h.inis).
+func stormLabel(auth string, tls bool) string {
+	label := "storm-" + strings.TrimSuffix(auth, "-sha-256")
+	if tls {
+		label += "-tls"
+	}
+	return label
+}
+
+// checkINIs records a problem unless every pooler of the section read the
+// same pgbouncer.ini apart from its port and paths. pgwarden alone runs the
+// Entra-token storm: its file, without pgwarden's own sections, must be the
+// file PgBouncer read for the plain-password storm with the same TLS (the
+// rate the target compares with), or, when that storm did not run, the
+// one PgBouncer would have been given.
+func (h *harness) checkINIs(label string, opts iniOptions) {
+	inis := h.inis[label]
+	var names []string
+	for _, k := range h.kinds {
+		if _, ok := inis[k.name]; ok {
+			names = append(names, k.name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	for _, n := range names[1:] {
+		if inis[n] != inis[names[0]] {
+			h.problem("%s: the pgbouncer.ini of %s and %s differ beyond port and paths:\n%s\n---\n%s", label, names[0], n, inis[names[0]], inis[n])
+		}
+	}
+	if opts.entra == nil {
+		return
+	}
+	pw := inis[names[0]]
+	shared := sharedINI(pw)
+	extra, ok := strings.CutPrefix(pw, shared)
+	if !ok || !strings.Contains(extra, "[entra]") {
+		h.problem("%s: pgwarden's pgbouncer.ini does not end with its [entra] sections:\n%s", label, pw)
+	}
+	if h.res.Settings.EntraINI == "" {
+		h.res.Settings.EntraINI = strings.TrimLeft(opts.entra.normalize(extra), "\n")
+	}
+	plain := stormLabel("plain", opts.tls)
+	ref, ok := h.inis[plain]["pgbouncer"]
+	if !ok {
+		dir := filepath.Join(h.ws.dir, plain+"-pgbouncer")
+		ref = normalizeINI(iniText(h.pg.Port, 1, h.maxClientConn, dir, iniOptions{authType: "plain", tls: opts.tls}, h.tls), dir, 1, h.ws.dir)
+	}
+	if shared != ref {
+		h.problem("%s: pgwarden's pgbouncer.ini without [entra] and [entra_principals] is not PgBouncer's plain-password file:\n%s\n---\n%s", label, shared, ref)
+	}
 }
 
 // ensureAlive restarts a pooler that has died (and records it), so that
@@ -520,8 +610,15 @@ func (h *harness) record(ctx context.Context, spec pgbenchSpec, t *target, round
 	if r.CPUPerTxUs > 0 {
 		cpu = fmt.Sprintf(" cpu %.1f µs/tx (steady %.1f)", r.CPUPerTxUs, r.SteadyCPUPerTxUs)
 	}
+	mode := spec.protocol
+	if spec.connect {
+		mode = "-C " + spec.auth
+		if spec.tls {
+			mode += " TLS"
+		}
+	}
 	h.logf("  %-8s %-18s %-9s c=%-4d round %d: %8.0f tps p50 %5.0f µs p99 %6.0f µs%s %s",
-		spec.section, t.name, spec.protocol, spec.clients, round, r.TPS, r.P50us, r.P99us, cpu, status)
+		spec.section, t.name, mode, spec.clients, round, r.TPS, r.P50us, r.P99us, cpu, status)
 	return nil
 }
 
@@ -565,16 +662,22 @@ func (h *harness) selectSection(ctx context.Context) error {
 }
 
 // stormSection runs pgbench -S -C (a new connection per transaction) for
-// each auth type and TLS setting, with freshly started poolers.
+// each sign-in kind and TLS setting, with freshly started poolers. The
+// Entra-token storm runs pgwarden only: auth_type plain as in the
+// plain-password storm, plus [entra] with the harness's dev IdP, and the
+// token as PGPASSWORD.
 func (h *harness) stormSection(ctx context.Context) error {
 	cfg := h.cfg
 	for _, auth := range cfg.stormAuths {
 		for _, tls := range cfg.stormTLS {
 			opts := iniOptions{authType: auth, tls: tls}
-			label := "storm-" + strings.TrimSuffix(auth, "-sha-256")
-			if tls {
-				label += "-tls"
+			if auth == "entra" {
+				if h.entra == nil {
+					break // the dev IdP did not start (a problem is recorded)
+				}
+				opts = iniOptions{authType: "plain", tls: tls, entra: h.entra}
 			}
+			label := stormLabel(auth, tls)
 			// PostgreSQL itself signs in with SCRAM only; its figure is
 			// given once, with the SCRAM poolers.
 			withDirect := auth == "scram-sha-256"
@@ -583,7 +686,7 @@ func (h *harness) stormSection(ctx context.Context) error {
 				return err
 			}
 			spec := pgbenchSpec{section: "storm", protocol: "simple", clients: cfg.stormClients, jobs: h.jobs(cfg.stormClients),
-				duration: cfg.stormDuration, connect: true, tls: tls, auth: auth}
+				duration: cfg.stormDuration, connect: true, tls: tls, auth: auth, password: opts.password()}
 			for round := 1; round <= cfg.rounds; round++ {
 				for _, t := range targets {
 					if err := h.record(ctx, spec, t, round, label); err != nil {

@@ -28,7 +28,10 @@ type pgbenchSpec struct {
 	connect bool // -C: a new connection for every transaction
 	tls     bool // PGSSLMODE=require
 	auth    string
-	log     bool // --log per-transaction logs (latency percentiles)
+	// password is PGPASSWORD: the bench password, or the Entra token of
+	// the Entra storm; "" means the bench password.
+	password string
+	log      bool // --log per-transaction logs (latency percentiles)
 }
 
 // runResult is one pgbench run against one target, with everything
@@ -101,6 +104,15 @@ func (s pgbenchSpec) tSeconds() int {
 	return int((s.duration + s.signIn + time.Second - 1) / time.Second)
 }
 
+// pgbenchEnvPrefix shows, in a run's recorded command, that PGPASSWORD is
+// the Entra token rather than the password.
+func pgbenchEnvPrefix(spec pgbenchSpec) string {
+	if spec.auth == "entra" {
+		return "PGPASSWORD=$TOKEN "
+	}
+	return ""
+}
+
 // pgbenchArgs builds pgbench's arguments for spec against port.
 func pgbenchArgs(spec pgbenchSpec, port int, logPrefix string) []string {
 	args := []string{"-n", "-S", "-M", spec.protocol,
@@ -131,7 +143,7 @@ func (h *harness) runPgbench(ctx context.Context, spec pgbenchSpec, t *target, r
 	}
 	r := &runResult{Section: spec.section, Protocol: spec.protocol, Auth: spec.auth, TLS: spec.tls, Connect: spec.connect,
 		Clients: spec.clients, Jobs: spec.jobs, Round: round, Target: t.name,
-		Command: "PGSSLMODE=" + sslmode + " pgbench " + strings.Join(args, " "), DurationS: spec.duration.Seconds(),
+		Command: pgbenchEnvPrefix(spec) + "PGSSLMODE=" + sslmode + " pgbench " + strings.Join(args, " "), DurationS: spec.duration.Seconds(),
 		SignInS: spec.signIn.Seconds(), TSeconds: spec.tSeconds()}
 	r.Command = strings.ReplaceAll(r.Command, logDir, "$LOGDIR")
 
@@ -141,7 +153,11 @@ func (h *harness) runPgbench(ctx context.Context, spec pgbenchSpec, t *target, r
 	defer cancel()
 	cmd := exec.CommandContext(rctx, h.pgbench, args...)
 	cmd.Dir = logDir
-	cmd.Env = cleanEnv("PGPASSWORD="+benchPassword, "PGSSLMODE="+sslmode, "LC_ALL=C")
+	password := spec.password
+	if password == "" {
+		password = benchPassword
+	}
+	cmd.Env = cleanEnv("PGPASSWORD="+password, "PGSSLMODE="+sslmode, "LC_ALL=C")
 	setProcessGroup(cmd)
 	var out strings.Builder
 	cmd.Stdout = &out

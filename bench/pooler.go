@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -28,14 +29,30 @@ type poolerKind struct {
 type iniOptions struct {
 	authType string // scram-sha-256 or plain
 	tls      bool   // client_tls_sslmode = require
+	// entra, when set, adds pgwarden's own [entra] and [entra_principals]
+	// sections (PgBouncer refuses them), so that the bench role signs in
+	// with an Entra access token; only pgwarden runs with it.
+	entra *entraSetup
 }
 
 func (o iniOptions) String() string {
 	s := o.authType
+	if o.entra != nil {
+		s = "Entra tokens (auth_type " + s + " for the rest)"
+	}
 	if o.tls {
 		s += ", TLS"
 	}
 	return s
+}
+
+// password is what the bench user signs in with: the Entra token when
+// tokens are configured, else the password.
+func (o iniOptions) password() string {
+	if o.entra != nil {
+		return o.entra.token
+	}
+	return benchPassword
 }
 
 // target is one thing pgbench connects to: a pooler instance, or
@@ -58,7 +75,10 @@ type poolerInstance struct {
 }
 
 // iniText is the pgbouncer.ini every pooler reads: byte for byte the same
-// for pgwarden and PgBouncer apart from the port and the directory.
+// for pgwarden and PgBouncer apart from the port and the directory. With
+// opts.entra (pgwarden only) it ends with the [entra] and
+// [entra_principals] sections, and without them (sharedINI) it is the file
+// PgBouncer reads with the same auth_type and TLS.
 func iniText(pgPort, port, maxClientConn int, dir string, opts iniOptions, tls tlsFiles) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `[databases]
@@ -79,7 +99,35 @@ logfile = %s
 	if opts.tls {
 		fmt.Fprintf(&b, "client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\n", tls.cert, tls.key)
 	}
+	if e := opts.entra; e != nil {
+		b.WriteString(e.iniSections(opts.tls))
+	}
 	return b.String()
+}
+
+// pgwardenOnlySections are the pgbouncer.ini sections of pgwarden's own.
+var pgwardenOnlySections = []string{"entra", "entra_principals"}
+
+// sharedINI removes pgwarden's own sections (and the blank lines before
+// them) from ini: what is left is what PgBouncer can read too.
+func sharedINI(ini string) string {
+	var out []string
+	skip := false
+	for _, line := range strings.SplitAfter(ini, "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "[") && strings.HasSuffix(t, "]") {
+			skip = slices.Contains(pgwardenOnlySections, strings.ToLower(strings.TrimSpace(t[1:len(t)-1])))
+			if skip {
+				for len(out) > 0 && strings.TrimSpace(out[len(out)-1]) == "" {
+					out = out[:len(out)-1]
+				}
+			}
+		}
+		if !skip && line != "" {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
 }
 
 // userlistText holds the bench user's plain password, which serves both
@@ -120,7 +168,7 @@ func (h *harness) startPooler(ctx context.Context, kind *poolerKind, label strin
 		if err != nil {
 			return nil, err
 		}
-		err = waitReady(ctx, port, opts.tls, p.proc)
+		err = waitReady(ctx, port, opts.tls, opts.password(), p.proc)
 		if err == nil {
 			return p, nil
 		}
@@ -153,8 +201,11 @@ func connString(port int, tls bool) string {
 }
 
 // waitReady polls, for at most 30 s, until the bench user can sign in on
-// port and run a query. It gives up at once if proc exits.
-func waitReady(ctx context.Context, port int, tls bool, proc *child) error {
+// port with password (or an Entra token) and run a query. It gives up at
+// once if proc exits. With a token, this first sign-in is the one that
+// validates it in full (key set fetched, signature checked); the measured
+// sign-ins then find it in pgwarden's validated-token cache.
+func waitReady(ctx context.Context, port int, tls bool, password string, proc *child) error {
 	deadline := time.Now().Add(30 * time.Second)
 	var lastErr error
 	for time.Now().Before(deadline) {
@@ -165,7 +216,13 @@ func waitReady(ctx context.Context, port int, tls bool, proc *child) error {
 			return err
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		conn, err := pgconn.Connect(cctx, connString(port, tls))
+		cc, err := pgconn.ParseConfig(connString(port, tls))
+		if err != nil {
+			cancel()
+			return err
+		}
+		cc.Password = password
+		conn, err := pgconn.ConnectConfig(cctx, cc)
 		if err == nil {
 			_, err = conn.Exec(cctx, "SELECT 1").ReadAll()
 			conn.Close(context.Background())

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -27,8 +28,10 @@ type results struct {
 	Runs     []*runResult   `json:"runs"`
 	Idle     []*idleResult  `json:"idle"`
 	Profile  *profileResult `json:"profile,omitempty"`
-	Skipped  []string       `json:"skipped,omitempty"`
-	Problems []string       `json:"problems,omitempty"`
+	// EntraProfile is pgwarden's CPU profile under the Entra-token storm.
+	EntraProfile *profileResult `json:"entra_profile,omitempty"`
+	Skipped      []string       `json:"skipped,omitempty"`
+	Problems     []string       `json:"problems,omitempty"`
 }
 
 func (h *harness) stamp() string      { return h.started.UTC().Format("20060102T150405Z") }
@@ -308,7 +311,7 @@ func (h *harness) writeSetup(w func(string, ...any)) {
 		w(" `%s = %s`%s", k, v, sep)
 	}
 	w(" Role `%s` (SCRAM password) owns database `%s`, filled with `pgbench -i -s %d`.\n", benchUser, benchDB, s.Scale)
-	w("- Poolers: each section starts its own instances of every pooler, from the same `pgbouncer.ini` and `userlist.txt` (`\"%s\" \"<password>\"`, the plain password, which serves both `auth_type = scram-sha-256` and `plain`), run as `<pooler> -q pgbouncer.ini` (log to the logfile only). The main configuration:\n\n", benchUser)
+	w("- Poolers: each section starts its own instances of every pooler, from the same `pgbouncer.ini` and `userlist.txt` (`\"%s\" \"<password>\"`, the plain password, which serves both `auth_type = scram-sha-256` and `plain`), run as `<pooler> -q pgbouncer.ini` (log to the logfile only). The configuration of the %s:\n\n", benchUser, sectionName(s.PoolerINISection))
 	var first string
 	same := true
 	for _, k := range h.kinds {
@@ -319,16 +322,24 @@ func (h *harness) writeSetup(w func(string, ...any)) {
 			same = false
 		}
 	}
-	if same && first != "" {
+	switch {
+	case first == "":
+		w("(No section that runs every pooler ran.)\n\n")
+	case same:
 		w("```ini\n%s```\n\n", first)
-		w("This text, with `$PGPORT`, `$PORT`, `$DIR` (the instance's directory) and `$WORK` (the harness's temporary directory) filled in, is what each of %s read: the files are identical apart from the port and the paths (checked by the harness). ", strings.Join(h.kindNames(), ", "))
-	} else {
+		w("This text, with `$PGPORT`, `$PORT`, `$DIR` (the instance's directory) and `$WORK` (the harness's temporary directory) filled in, is what each of %s read: the files are identical apart from the port and the paths (checked by the harness in every section). ", strings.Join(h.kindNames(), ", "))
+	default:
 		for _, k := range h.kinds {
 			w("%s:\n\n```ini\n%s```\n\n", k.name, s.PoolerINI[k.name])
 		}
 	}
 	w("The TLS sections add `client_tls_sslmode = require`, `client_tls_cert_file` and `client_tls_key_file` (a self-signed RSA-2048 certificate made by the harness) and the plain-password sections set `auth_type = plain`, for every pooler alike. `server_tls_sslmode = disable`: the pooler-to-PostgreSQL leg is plain TCP on loopback.\n\n")
-	w("- pgbench (every run; `PGPASSWORD` set, `PGSSLMODE=disable`, or `require` for TLS):\n\n```\n")
+	if s.EntraINI != "" {
+		w("- The Entra-token storm runs pgwarden only, from a file that is the plain-password storm's (`auth_type = plain`, the same TLS) followed by two sections of pgwarden's own, which PgBouncer does not know and refuses. The harness checks that pgwarden's file without them is identical, apart from the port and the paths, to the one PgBouncer read in the plain-password storm, whose rate the target compares with. The sections (`$IDP`, `$TENANT` and `$OID` stand for the run's values):\n\n")
+		w("```ini\n%s```\n\n", s.EntraINI)
+		w("  `$IDP` is a development identity provider that the harness runs in its own process on a loopback port (`authn/devidp`: OpenID discovery and key sets over HTTP, as Entra ID serves them); it minted one access token, valid for %g h, for object ID `$OID` in tenant `$TENANT`, and every Entra-token sign-in sends it as `PGPASSWORD`. `auth_mode = entra`: the bench role signs in with tokens only. pgwarden logs in to PostgreSQL with the bench password from `userlist.txt`, as for password sign-ins (`server_auth` password, the default). pgwarden refuses tokens over plain TCP unless `allow_plaintext = 1`, which the TLS-off storm sets; the TLS-on storm does not. Before the measured runs, the readiness check signs in once with the token: that sign-in fetches the key set and checks the signature, and the storm's sign-ins find the token in pgwarden's validated-token cache.\n\n", tokenLifetime.Hours())
+	}
+	w("- pgbench (every run; `PGPASSWORD` set to the password, or to the Entra token where the line shows `$TOKEN`; `PGSSLMODE=disable`, or `require` for TLS):\n\n```\n")
 	seen := map[string]bool{}
 	for _, r := range h.res.Runs {
 		c := rePort.ReplaceAllLiteralString(r.Command, "-p $PORT")
@@ -345,6 +356,18 @@ func (h *harness) writeSetup(w func(string, ...any)) {
 	w("```\n\n`-j` = min(clients, cores). `-T` is the run length asked for plus an allowance for the initial sign-ins, which pgbench 15 counts in `-T`: 1.5 × the target's longest sign-in time per client seen so far × clients per thread + 0.5 s, when that estimate reaches 0.2 s (the `T` and `sign_in_allowance_s` fields of the JSON), so that each target gets about the same time of transactions; pgbench's tps excludes the initial connection time. Latency percentiles come from the per-transaction logs (`--log`, the latency column in µs, every transaction). ")
 	w("Pooler CPU per transaction = the pooler process's utime+stime (`/proc/PID/stat`, all threads) over the whole pgbench run ÷ transactions processed, as in the reference figures; that includes the clients' sign-ins. ")
 	w("\"steady\" is the same over the window in which every client was connected and running (from the CPU samples taken every 100 ms and the transactions' end times in the logs), i.e. without the sign-ins. \"cores\" is that window's CPU time ÷ its length.\n\n")
+}
+
+// sectionName describes, for the setup text, the section whose pooler
+// configuration is shown.
+func sectionName(label string) string {
+	switch {
+	case label == "" || label == "main":
+		return "select-only section (the other sections differ as described below)"
+	case strings.HasPrefix(label, "storm-"):
+		return "connection storm `" + label + "` (the select-only section did not run)"
+	}
+	return "section `" + label + "`"
 }
 
 func (h *harness) kindNames() []string {
@@ -412,8 +435,9 @@ func (h *harness) writeStorms(w func(string, ...any)) {
 		return
 	}
 	w("## Connection storms: `pgbench -S -C -c %d`, %s per run, %d round(s)\n\n", h.cfg.stormClients, h.cfg.stormDuration, h.cfg.rounds)
-	w("Every transaction opens a new connection and signs in. connections/s = pgbench's tps (\"including reconnection times\"). PostgreSQL itself always signs in with SCRAM, so its row is shown with the SCRAM sections only.\n\n")
-	w("| auth_type | client TLS | target | connections/s | failed | avg connect (ms) | pooler CPU µs/connection | pgwarden ÷ this |\n|---|---|---|---:|---:|---:|---:|---:|\n")
+	w("Every transaction opens a new connection and signs in. connections/s = pgbench's tps (\"including reconnection times\"). PostgreSQL itself always signs in with SCRAM, so its row is shown with the SCRAM sections only. ")
+	w("The Entra-token rows are pgwarden's alone (PgBouncer cannot sign clients in with Entra tokens): every connection sends the same access token as its password, which pgwarden validated in full once, at the readiness check before the run, and then finds in its validated-token cache.\n\n")
+	w("| sign-in | client TLS | target | connections/s | failed | avg connect (ms) | pooler CPU µs/connection | pgwarden ÷ this |\n|---|---|---|---:|---:|---:|---:|---:|\n")
 	var notes []string
 	for _, auth := range h.cfg.stormAuths {
 		for _, tls := range h.cfg.stormTLS {
@@ -426,23 +450,61 @@ func (h *harness) writeStorms(w func(string, ...any)) {
 				rate := f0(c.tps())
 				if !c.ok() {
 					rate = "**fails** " + rate
-					notes = append(notes, fmt.Sprintf("%s, TLS %v, %s: %s", auth, onOff(tls), name, oneLine(c.failure(), 400)))
+					notes = append(notes, fmt.Sprintf("%s, TLS %v, %s: %s", stormAuthLabel(auth), onOff(tls), name, oneLine(c.failure(), 400)))
 				}
 				rel := "—"
 				if name != "pgwarden" && pw != nil {
 					rel = f2(ratio(pw.tps(), c.tps()))
 				}
-				w("| %s | %s | %s | %s | %.0f | %s | %s | %s |\n", auth, onOff(tls), h.labelOf(name), rate, c.failed()+c.aborted(), f2(c.connMs()), f1(c.cpu()), rel)
+				w("| %s | %s | %s | %s | %.0f | %s | %s | %s |\n", stormAuthLabel(auth), onOff(tls), h.labelOf(name), rate, c.failed()+c.aborted(), f2(c.connMs()), f1(c.cpu()), rel)
 			}
 		}
 	}
-	w("\nEntra-token sign-ins: not measured; pgwarden cannot sign clients in with Entra tokens yet.\n\n")
+	if slices.Contains(h.cfg.stormAuths, "entra") {
+		w("\npgwarden's Entra-token sign-ins against PgBouncer's plain-password sign-ins (the target's comparison):\n\n")
+		w("| client TLS | pgwarden Entra token (connections/s) | PgBouncer plain password (connections/s) | ratio | target |\n|---|---:|---:|---:|---:|\n")
+		for _, tls := range h.cfg.stormTLS {
+			pw, pb := h.entraCells(tls)
+			if pw == nil {
+				continue
+			}
+			pbRate := "not run"
+			if pb != nil {
+				pbRate = f0(pb.tps())
+			}
+			var r float64
+			if pb != nil {
+				r = ratio(pw.tps(), pb.tps())
+			}
+			w("| %s | %s | %s | %s | ≥ %.1f× |\n", onOff(tls), f0(pw.tps()), pbRate, f2(r), entraTargetRatio)
+		}
+	}
+	w("\n")
 	for _, n := range notes {
 		w("- %s\n", n)
 	}
 	if len(notes) > 0 {
 		w("\n")
 	}
+}
+
+// entraTargetRatio is issue 6's bar: pgwarden's Entra-token sign-ins (-C,
+// cached validation) at 1.5× PgBouncer's plain-password connection rate.
+const entraTargetRatio = 1.5
+
+// entraCells returns pgwarden's Entra-token storm and PgBouncer's (Debian)
+// plain-password storm with the given client TLS, either nil if not run.
+func (h *harness) entraCells(tls bool) (pw, pb *cell) {
+	return h.find("storm", "simple", h.cfg.stormClients, "entra", tls, "pgwarden"),
+		h.find("storm", "simple", h.cfg.stormClients, "plain", tls, "pgbouncer")
+}
+
+// stormAuthLabel is the storm table's sign-in column.
+func stormAuthLabel(auth string) string {
+	if auth == "entra" {
+		return "Entra token"
+	}
+	return "auth_type " + auth
 }
 
 func onOff(b bool) string {
@@ -495,16 +557,36 @@ func (h *harness) writeProfile(w func(string, ...any)) {
 	if p.Run != nil {
 		rate = fmt.Sprintf(" (%.0f tps, %.1f µs CPU per transaction with the profiler on)", p.Run.TPS, p.Run.CPUPerTxUs)
 	}
-	w("A separate pgwarden instance, started with `%s`, under `pgbench -S -M simple -c 50` for %s%s, after the measured runs. Profile: [`%s`](%s) (`go tool pprof -top %s`; the whole process life, start-up and sign-ins included). ",
-		profileEnv, h.cfg.duration, rate, p.File, p.File, p.File)
+	w("A separate pgwarden instance, started with `%s`, under `pgbench -S -M simple -c 50` for %s%s, after the measured runs. Profile: [`%s`](%s) (`go tool pprof %s %s`; the whole process life, start-up and sign-ins included). ",
+		profileEnv, h.cfg.duration, rate, p.File, p.File, cmp.Or(p.TopArgs, "-top"), p.File)
 	w("Allocation profiles: not taken; pgwarden has no pprof endpoint yet and `%s` covers CPU only.\n\n", profileEnv)
-	if p.Top != "" {
-		lines := strings.Split(strings.TrimRight(p.Top, "\n"), "\n")
-		if len(lines) > 32 {
-			lines = lines[:32]
+	writeTop(w, p.Top)
+	if e := h.res.EntraProfile; e != nil {
+		w("### Under the Entra-token storm\n\n")
+		if e.File == "" {
+			w("No profile file was saved (see Problems).\n\n")
+			return
 		}
-		w("```\n%s\n```\n\n", strings.Join(lines, "\n"))
+		rate := ""
+		if e.Run != nil {
+			rate = fmt.Sprintf(" (%.0f connections/s, %.1f µs CPU per connection with the profiler on)", e.Run.TPS, e.Run.CPUPerTxUs)
+		}
+		w("Another pgwarden instance with the profiler, under the Entra-token storm (`pgbench -S -C -c %d`, client TLS %s) for %s%s, to show where the time of a token sign-in goes. Profile: [`%s`](%s) (`go tool pprof %s %s`, cumulative: each function with what it calls).\n\n",
+			h.cfg.stormClients, onOff(e.Run != nil && e.Run.TLS), h.cfg.stormDuration, rate, e.File, e.File, e.TopArgs, e.File)
+		writeTop(w, e.Top)
 	}
+}
+
+// writeTop prints the head of a go tool pprof -top listing.
+func writeTop(w func(string, ...any), top string) {
+	if top == "" {
+		return
+	}
+	lines := strings.Split(strings.TrimRight(top, "\n"), "\n")
+	if len(lines) > 32 {
+		lines = lines[:32]
+	}
+	w("```\n%s\n```\n\n", strings.Join(lines, "\n"))
 }
 
 // verdict is one line of the Targets section.
@@ -695,14 +777,42 @@ func (h *harness) verdicts() []verdict {
 
 	// Entra sign-ins.
 	{
-		v := verdict{target: "Entra-token sign-ins (-C, cached validation) ≥ 1.5× PgBouncer's plain-password connection rate, TLS off and on", status: "NOT MEASURED"}
-		v.details = append(v.details, "pgwarden does not sign clients in with Entra tokens yet")
-		for _, tls := range h.cfg.stormTLS {
-			if pb := h.find("storm", "simple", h.cfg.stormClients, "plain", tls, "pgbouncer"); pb != nil {
-				v.details = append(v.details, fmt.Sprintf("the bar, TLS %s: 1.5 × %.0f = %.0f connections/s", onOff(tls), pb.tps(), 1.5*pb.tps()))
-			} else {
-				v.details = append(v.details, fmt.Sprintf("PgBouncer's plain-password rate with TLS %s was not measured in this run", onOff(tls)))
+		v := verdict{target: fmt.Sprintf("Entra-token sign-ins (-C, cached validation) ≥ %.1f× PgBouncer's plain-password connection rate, TLS off and on", entraTargetRatio)}
+		met, missed, missing := 0, 0, 0
+		for _, tls := range []bool{false, true} {
+			pw, pb := h.entraCells(tls)
+			if pw == nil || pb == nil {
+				missing++
+				var not []string
+				if pw == nil {
+					not = append(not, "pgwarden's Entra-token storm")
+				}
+				if pb == nil {
+					not = append(not, "PgBouncer's plain-password storm")
+				}
+				v.details = append(v.details, fmt.Sprintf("TLS %s: not run: %s (the full mode runs both with TLS off and on; -storm-auth and -storm-tls choose the storms)", onOff(tls), strings.Join(not, " and ")))
+				continue
 			}
+			r := ratio(pw.tps(), pb.tps())
+			ok := pw.ok() && pb.ok() && r >= entraTargetRatio
+			d := fmt.Sprintf("TLS %s: pgwarden %.0f connections/s with a token vs PgBouncer %.0f with a plain password = %.2f× (need %.1f×, i.e. ≥ %.0f connections/s)",
+				onOff(tls), pw.tps(), pb.tps(), r, entraTargetRatio, entraTargetRatio*pb.tps())
+			if !pw.ok() {
+				d += "; pgwarden had failures: " + oneLine(pw.failure(), 200)
+			}
+			if !pb.ok() {
+				d += "; PgBouncer had failures, so its rate is no fair bar: " + oneLine(pb.failure(), 200)
+			}
+			if ok {
+				met++
+			} else {
+				missed++
+			}
+			v.details = append(v.details, d+": "+mark(ok))
+		}
+		v.status = judge(met, missed, missing)
+		if e := h.res.EntraProfile; missed > 0 && e != nil && e.File != "" {
+			v.details = append(v.details, fmt.Sprintf("where pgwarden's time goes during token sign-ins: [`%s`](%s), in the profile section", e.File, e.File))
 		}
 		out = append(out, v)
 	}

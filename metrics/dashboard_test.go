@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -105,25 +104,81 @@ func exprMetricNames(expr string) []string {
 	return names
 }
 
+// emittedLabels returns, for every family emittedFamilies finds, the
+// label names its series carry.
+func emittedLabels(t *testing.T) map[string]map[string]bool {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	touchAll(New(reg))
+	reg.MustRegister(NewPgBouncerCollector(fakeSnapshot, testVersion))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]map[string]bool, len(mfs))
+	for _, mf := range mfs {
+		names := map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				names[l.GetName()] = true
+			}
+		}
+		if mf.GetType().String() == "HISTOGRAM" {
+			names["le"] = true
+		}
+		out[mf.GetName()] = names
+	}
+	return out
+}
+
+// dashboardSelectorRE finds a metric name with its label matchers.
+var dashboardSelectorRE = regexp.MustCompile(`((?:pgbouncer|pgwarden)_[a-zA-Z0-9_:]*)\{([^}]*)\}`)
+
+// dashboardMatcherRE finds the label names of matchers.
+var dashboardMatcherRE = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`)
+
+// unknownSelectorLabels returns "where: metric{label}" for every label
+// matcher naming a label the metric does not have (such as database on
+// pgbouncer_databases_*, whose pool label is name).
+func unknownSelectorLabels(labels map[string]map[string]bool, exprs map[string][]string) []string {
+	var bad []string
+	for where, list := range exprs {
+		for _, expr := range list {
+			for _, m := range dashboardSelectorRE.FindAllStringSubmatch(expr, -1) {
+				name := m[1]
+				fam, ok := labels[name]
+				if !ok {
+					for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+						if base, cut := strings.CutSuffix(name, suffix); cut {
+							if fam, ok = labels[base]; ok {
+								break
+							}
+						}
+					}
+				}
+				if !ok {
+					continue // reported by unknownDashboardMetrics
+				}
+				for _, lm := range dashboardMatcherRE.FindAllStringSubmatch(m[2], -1) {
+					if !fam[lm[1]] {
+						bad = append(bad, where+": "+name+"{"+lm[1]+"}")
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(bad)
+	return bad
+}
+
 // emittedFamilies gathers a registry holding metrics.New and a pool
 // collector over fakeSnapshot, with every vector touched so that each
 // family has a sample, and returns the family names with their types (HISTOGRAM, COUNTER, ...).
 func emittedFamilies(t *testing.T) map[string]string {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m := New(reg)
-	m.SignIn("entra", ResultSuccess, "", "user", time.Millisecond)
-	m.SignIn("entra", "failure", "expired", "user", time.Millisecond)
-	m.TokenCacheHit()
-	m.TokenCacheMiss()
-	m.JWKSFetch(ResultSuccess)
-	m.JWKSKeys(2)
-	m.GraphLookup(ResultSuccess)
-	m.BackendTokenRefresh("entra", ResultSuccess)
-	m.BackendTokenExpiry("entra", time.Now().Add(time.Hour))
-	m.SessionsRevoked(1)
-	m.ClientError("08P01")
-	reg.MustRegister(NewPoolCollector(fakeSnapshot, testVersion))
+	touchAll(New(reg))
+	reg.MustRegister(NewPgBouncerCollector(fakeSnapshot, testVersion))
 
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -198,6 +253,14 @@ func TestDashboardMetricsExist(t *testing.T) {
 		if len(exprs[v]) == 0 {
 			t.Errorf("dashboard has no query for %s", v)
 		}
+	}
+
+	labels := emittedLabels(t)
+	for _, u := range unknownSelectorLabels(labels, exprs) {
+		t.Errorf("dashboard selects on a label the metric does not have: %s", u)
+	}
+	if bad := unknownSelectorLabels(labels, map[string][]string{"test": {`pgwarden_query_duration_seconds_bucket{db="x",le="1"}`}}); len(bad) != 1 {
+		t.Errorf("a matcher on a missing label went unnoticed: %v", bad)
 	}
 
 	// Every panel and variable expression must name at least one metric,

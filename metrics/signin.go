@@ -26,12 +26,17 @@ type Metrics struct {
 	tokenCacheHits       prometheus.Counter
 	tokenCacheMisses     prometheus.Counter
 	jwksRefreshes        *prometheus.CounterVec
-	jwksKeys             prometheus.Gauge
+	jwksKeys             atomic.Int64               // set by JWKSKeys
+	jwksKeysFunc         atomic.Pointer[func() int] // set by JWKSKeysFrom; wins over jwksKeys
 	graphLookups         *prometheus.CounterVec
 	backendTokenRefresh  *prometheus.CounterVec
 	backendTokenExpiry   *prometheus.GaugeVec
 	revokedSessions      prometheus.Counter
 	clientErrors         *prometheus.CounterVec
+	clientWait           *prometheus.HistogramVec
+	queryDuration        *prometheus.HistogramVec
+	xactDuration         *prometheus.HistogramVec
+	serverLoginFailures  *prometheus.CounterVec
 	jwksLastSuccessNanos atomic.Int64 // unix nanoseconds of the last successful JWKS refresh, or of New
 	now                  func() time.Time
 }
@@ -68,9 +73,14 @@ func newMetrics(reg prometheus.Registerer, now func() time.Time) *Metrics {
 		Name: "pgwarden_jwks_refreshes_total",
 		Help: "JWKS (signing key set) refreshes by result.",
 	}, []string{"result"})
-	m.jwksKeys = f.NewGauge(prometheus.GaugeOpts{
+	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pgwarden_jwks_keys",
 		Help: "Signing keys currently loaded from the JWKS.",
+	}, func() float64 {
+		if fn := m.jwksKeysFunc.Load(); fn != nil {
+			return float64((*fn)())
+		}
+		return float64(m.jwksKeys.Load())
 	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pgwarden_jwks_last_success_age_seconds",
@@ -80,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, now func() time.Time) *Metrics {
 	})
 	m.graphLookups = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgwarden_graph_lookups_total",
-		Help: "Microsoft Graph lookups (group membership, principal details) by result.",
+		Help: "Microsoft Graph group membership lookups (answers from the cache excluded), by result.",
 	}, []string{"result"})
 	m.backendTokenRefresh = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgwarden_backend_token_refreshes_total",
@@ -96,8 +106,9 @@ func newMetrics(reg prometheus.Registerer, now func() time.Time) *Metrics {
 	})
 	m.clientErrors = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgwarden_client_errors_total",
-		Help: "ErrorResponse messages sent to clients, by SQLSTATE code.",
-	}, []string{"code"})
+		Help: "ErrorResponse messages pgwarden itself sent to clients, by pgwarden error code and SQLSTATE.",
+	}, []string{"code", "sqlstate"})
+	m.newDataPath(f)
 	return m
 }
 
@@ -147,7 +158,17 @@ func (m *Metrics) JWKSKeys(n int) {
 	if m == nil {
 		return
 	}
-	m.jwksKeys.Set(float64(n))
+	m.jwksKeys.Store(int64(n))
+}
+
+// JWKSKeysFrom makes pgwarden_jwks_keys read the number of signing keys
+// from f at every scrape (the live key sets) instead of [Metrics.JWKSKeys].
+// f must be safe to call from the scraping goroutine.
+func (m *Metrics) JWKSKeysFrom(f func() int) {
+	if m == nil {
+		return
+	}
+	m.jwksKeysFunc.Store(&f)
 }
 
 // GraphLookup records one Microsoft Graph lookup and its result.
@@ -184,10 +205,11 @@ func (m *Metrics) SessionsRevoked(n int) {
 	m.revokedSessions.Add(float64(n))
 }
 
-// ClientError records one ErrorResponse sent to a client with SQLSTATE code.
-func (m *Metrics) ClientError(code string) {
+// ClientError records one ErrorResponse sent to a client: code is
+// pgwarden's name for the error, sqlstate the SQLSTATE sent.
+func (m *Metrics) ClientError(code, sqlstate string) {
 	if m == nil {
 		return
 	}
-	m.clientErrors.WithLabelValues(code).Inc()
+	m.clientErrors.WithLabelValues(code, sqlstate).Inc()
 }

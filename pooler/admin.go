@@ -2,6 +2,7 @@ package pooler
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"regexp"
@@ -101,6 +102,7 @@ func (a *adminSession) run() error {
 			if out == nil {
 				return nil
 			}
+			a.countErrors(out)
 			if err := a.c.writeRaw(appendReadyForQuery(out, 'I')); err != nil {
 				return err
 			}
@@ -136,6 +138,38 @@ func unquote(s string, q byte) string {
 	return s
 }
 
+// countErrors tells the observer about each ErrorResponse in a console
+// reply (code "admin_command", with the reply's SQLSTATE), so that
+// pgwarden_client_errors_total counts the console's refusals too.
+func (a *adminSession) countErrors(out []byte) {
+	for len(out) >= 5 {
+		l := int(binary.BigEndian.Uint32(out[1:]))
+		if l < 4 || 1+l > len(out) {
+			return
+		}
+		if out[0] == 'E' {
+			a.c.srv.opts.Observer.ClientError("admin_command", errorField(out[5:1+l], 'C'))
+		}
+		out = out[1+l:]
+	}
+}
+
+// errorField returns one field of an ErrorResponse body.
+func errorField(body []byte, field byte) string {
+	for len(body) > 0 && body[0] != 0 {
+		f := body[0]
+		v, rest, ok := cstring(body[1:])
+		if !ok {
+			return ""
+		}
+		if f == field {
+			return v
+		}
+		body = rest
+	}
+	return ""
+}
+
 func adminError(msg string) []byte {
 	return appendErrorResponse(nil, 'E', "ERROR", "08P01", msg)
 }
@@ -153,19 +187,26 @@ func syntaxError(q string) []byte {
 var errAdminNeeded = "admin access needed"
 
 // consoleCommands are the commands other than SHOW/SELECT. Each checks its
-// argument, then admin rights, as PgBouncer does.
-var consoleCommands = map[string]func(a *adminSession, arg, q string) []byte{
-	"pause":       (*adminSession).cmdPause,
-	"resume":      (*adminSession).cmdResume,
-	"suspend":     (*adminSession).cmdSuspend,
-	"reload":      (*adminSession).cmdReload,
-	"reconnect":   (*adminSession).cmdReconnect,
-	"kill":        (*adminSession).cmdKill,
-	"kill_client": (*adminSession).cmdKillClient,
-	"wait_close":  (*adminSession).cmdWaitClose,
-	"disable":     (*adminSession).cmdDisableEnable,
-	"enable":      (*adminSession).cmdDisableEnable,
-	"shutdown":    (*adminSession).cmdShutdown,
+// argument, then admin rights, as PgBouncer does. (Filled in by init: the
+// commands reach the session code that runs exec, which reads the table.)
+var consoleCommands map[string]func(a *adminSession, arg, q string) []byte
+
+func init() { consoleCommands = consoleCommandTable() }
+
+func consoleCommandTable() map[string]func(a *adminSession, arg, q string) []byte {
+	return map[string]func(a *adminSession, arg, q string) []byte{
+		"pause":       (*adminSession).cmdPause,
+		"resume":      (*adminSession).cmdResume,
+		"suspend":     (*adminSession).cmdSuspend,
+		"reload":      (*adminSession).cmdReload,
+		"reconnect":   (*adminSession).cmdReconnect,
+		"kill":        (*adminSession).cmdKill,
+		"kill_client": (*adminSession).cmdKillClient,
+		"wait_close":  (*adminSession).cmdWaitClose,
+		"disable":     (*adminSession).cmdDisableEnable,
+		"enable":      (*adminSession).cmdDisableEnable,
+		"shutdown":    (*adminSession).cmdShutdown,
+	}
 }
 
 // exec runs one console command and returns the reply without the final
@@ -665,8 +706,7 @@ func (a *adminSession) show(what, q string) []byte {
 		// per-socket send queue, so there are none between commands.
 		return resultSet(socketColumns, nil)
 	case "peers":
-		// No [peers] support (peer_id is accepted and ignored).
-		return resultSet(peersColumns, nil)
+		return resultSet(peersColumns, s.peerRows())
 	case "peer_pools":
 		return resultSet(peerPoolsColumns, nil)
 	case "lists":
@@ -1006,7 +1046,7 @@ func (s *Server) listRows() [][]*string {
 	}
 	row := func(name string, n int64) []*string { return []*string{sp(name), ip(n)} }
 	return [][]*string{
-		row("databases", ndb), row("users", int64(len(userNames(cfg)))), row("peers", 0), row("pools", int64(len(pools))+1), // + the console's
+		row("databases", ndb), row("users", int64(len(userNames(cfg)))), row("peers", int64(len(cfg.Peers))), row("pools", int64(len(pools))+1), // + the console's
 		row("peer_pools", 0), row("free_clients", 0), row("used_clients", used), row("login_clients", login),
 		row("free_servers", 0), row("used_servers", servers), row("dns_names", 0), row("dns_zones", 0),
 		row("dns_queries", 0), row("dns_pending", 0),
@@ -1014,6 +1054,21 @@ func (s *Server) listRows() [][]*string {
 }
 
 // principalRows is SHOW PRINCIPALS: the Entra principals in force.
+// peerRows lists [peers] (SHOW PEERS): id, host, port and the cap on
+// cancels forwarded to it at once.
+func (s *Server) peerRows() [][]*string {
+	cfg := s.cfg.Load()
+	rows := make([][]*string, 0, len(cfg.Peers))
+	for _, p := range cfg.Peers {
+		size := p.PoolSize
+		if size == 0 {
+			size = cfg.DefaultPoolSize
+		}
+		rows = append(rows, []*string{ip(int64(p.ID)), sp(p.Host), ip(int64(p.Port)), ip(int64(size))})
+	}
+	return rows
+}
+
 func (s *Server) principalRows() [][]*string {
 	es := s.entra.Load()
 	if es == nil {

@@ -81,7 +81,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 	db := p.database()
 	login, err := p.loginInfo(ctx)
 	if err != nil {
-		return nil, err
+		return nil, &loginFailure{ServerFailBackendToken, err}
 	}
 	network, addr := serverAddress(cfg, db, p.nextHost())
 	d := net.Dialer{KeepAlive: -1}
@@ -90,7 +90,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 	}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+		return nil, &loginFailure{ServerFailConnect, fmt.Errorf("connect to %s: %w", addr, err)}
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tuneTCP(tc, cfg)
@@ -101,11 +101,11 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 	}
 	if err := sc.startTLS(cfg, db, network); err != nil {
 		conn.Close()
-		return nil, err
+		return nil, &loginFailure{ServerFailTLS, err}
 	}
 	if err := sc.login(login); err != nil {
 		sc.conn.Close()
-		return nil, err
+		return nil, &loginFailure{ServerFailLogin, err}
 	}
 	_ = sc.conn.SetDeadline(time.Time{})
 	if lt := cfg.EffectiveServerLifetime(db); lt > 0 {
@@ -119,11 +119,45 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 			p.srv.log.Warn("connect_query failed", "db", db.Name, "err", err)
 			if errors.Is(err, errServerBroken) {
 				sc.conn.Close()
-				return nil, err
+				return nil, &loginFailure{ServerFailConnectQuery, err}
 			}
 		}
 	}
 	return sc, nil
+}
+
+// loginFailure tags an error of dialServer with the step that failed, for
+// [PoolObserver.ServerLoginFailed]; splitLoginFailure removes the tag.
+type loginFailure struct {
+	reason string
+	err    error
+}
+
+func (e *loginFailure) Error() string { return e.err.Error() }
+func (e *loginFailure) Unwrap() error { return e.err }
+
+// splitLoginFailure returns why dialServer failed (a ServerFail* reason,
+// refined by the error: a timeout, the server's SQLSTATE) and the error
+// itself without the tag.
+func splitLoginFailure(err error) (string, error) {
+	reason := ServerFailLogin
+	if lf, ok := err.(*loginFailure); ok {
+		reason, err = lf.reason, lf.err
+	}
+	var se *serverError
+	var ne net.Error
+	switch {
+	case errors.As(err, &se):
+		if strings.HasPrefix(se.code, "28") {
+			reason = ServerFailAuth
+		} else {
+			reason = ServerFailServerError
+		}
+	case reason == ServerFailBackendToken:
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		reason = ServerFailTimeout
+	}
+	return reason, err
 }
 
 // serverAddress picks the network and address for a database entry.

@@ -43,7 +43,7 @@ func (s *Server) tokenProvider(cfg *config.Config, kind string) (authn.TokenProv
 	if p, ok := tp.m[key]; ok {
 		return p, nil
 	}
-	p, err := newTokenProvider(e, kind, s.log)
+	p, err := newTokenProvider(e, kind, s.log, s.opts.Observer)
 	if err != nil {
 		return nil, err
 	}
@@ -54,9 +54,10 @@ func (s *Server) tokenProvider(cfg *config.Config, kind string) (authn.TokenProv
 	return p, nil
 }
 
-func newTokenProvider(e config.Entra, kind string, log *slog.Logger) (*authn.CachedProvider, error) {
+func newTokenProvider(e config.Entra, kind string, log *slog.Logger, obs Observer) (*authn.CachedProvider, error) {
 	po := authn.ProviderOptions{Resource: e.TokenResource}
 	po.Cache.Observer = func(ev authn.RefreshEvent) {
+		obs.BackendTokenRefresh(ev)
 		// A failed refresh keeps the current token while it lasts; say so.
 		switch ev.Result {
 		case authn.RefreshOK:

@@ -131,12 +131,8 @@ func (s *Server) newClientConn(conn net.Conn, unix bool) *clientConn {
 // serve runs the connection to its end. It always closes the socket.
 func (c *clientConn) serve() {
 	s := c.srv
-	if s.shuttingDown() {
-		c.sendFatal(newError(codeShuttingDown, ""))
-		c.conn.Close()
-		return
-	}
-	s.trackClient(c, true)
+	// Tracked by serveConn. During a shutdown the connection is still
+	// read: it may carry a CancelRequest for a query that is draining.
 	err := c.login()
 	if err != nil {
 		if !errors.Is(err, errCancelHandled) {
@@ -244,7 +240,7 @@ func (c *clientConn) reportError(err error) {
 
 func (c *clientConn) sendFatal(pe *pgError) {
 	if c.srv.opts.Observer != nil {
-		c.srv.opts.Observer.ClientError(pe.code.String())
+		c.srv.opts.Observer.ClientError(pe.code.String(), pe.clientSQLState())
 	}
 	b := appendErrorResponse(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage())
 	c.writeMu.Lock()
@@ -314,6 +310,9 @@ func (c *clientConn) login() error {
 		s.log.Info("login attempt", "db", st.database, "user", st.user, "client", c.remote, "tls", c.tls)
 	}
 	isAdminDB := st.database == "pgbouncer"
+	if s.refusesLogin(c, st.database) {
+		return newError(codeShuttingDown, "")
+	}
 	if !isAdminDB {
 		if cfg.MaxClientConn > 0 && s.nclients.Add(1) > int64(cfg.MaxClientConn) {
 			s.nclients.Add(-1)
@@ -343,6 +342,8 @@ func (c *clientConn) login() error {
 		if err := c.startAdmin(); err != nil {
 			return err
 		}
+		// A drain ends when only console sessions are left.
+		s.checkDone()
 		return c.conn.SetDeadline(time.Time{})
 	}
 	p, err := s.pools.forClient(cfg, st, id)

@@ -35,8 +35,8 @@ type entraSignIn struct {
 
 // newEntraSignIn builds the validator (OIDC discovery, JWKS, cache file) for
 // cfg.Entra. It fails when the keys can be had neither from the identity
-// provider nor from the cache file.
-func newEntraSignIn(cfg *config.Config, log *slog.Logger) (*entraSignIn, error) {
+// provider nor from the cache file. obs receives the validator's events.
+func newEntraSignIn(cfg *config.Config, log *slog.Logger, obs Observer) (*entraSignIn, error) {
 	e := cfg.Entra
 	ctx, cancel := context.WithCancel(context.Background())
 	leeway := e.ClockSkew
@@ -52,6 +52,7 @@ func newEntraSignIn(cfg *config.Config, log *slog.Logger) (*entraSignIn, error) 
 		UnknownKIDRefreshInterval: e.UnknownKidRefreshInterval,
 		JWKSCacheFile:             e.JWKSCacheFile,
 		GraphEndpoint:             e.GraphEndpoint,
+		Observer:                  obs,
 	}
 	if isTokenProvider(e.ServerAuth) {
 		// Group overage: Graph is asked with pgwarden's own identity (the
@@ -64,7 +65,7 @@ func newEntraSignIn(cfg *config.Config, log *slog.Logger) (*entraSignIn, error) 
 		if !strings.HasPrefix(ge.TokenResource, "https://") {
 			ge.TokenResource = authn.DefaultGraphEndpoint
 		}
-		prov, err := newTokenProvider(ge, e.ServerAuth, log)
+		prov, err := newTokenProvider(ge, e.ServerAuth, log, obs)
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("entra: Graph token provider: %w", err)
@@ -141,7 +142,7 @@ func (s *Server) applyEntra(cfg *config.Config) error {
 		old.cfg = cfg.Entra
 		return old.mergePrincipals(s, cfg, old.queriedPrincipals())
 	}
-	next, err := newEntraSignIn(cfg, s.log)
+	next, err := newEntraSignIn(cfg, s.log, s.opts.Observer)
 	if err != nil {
 		return err
 	}
@@ -185,6 +186,7 @@ func (s *Server) revoke(removed []authn.Principal) {
 		s.log.Info("ending the session of a removed principal", "user", c.st.user, "client", c.remote)
 		c.endSession(newError(codeEntraRevoked, ""))
 	}
+	s.opts.Observer.SessionsRevoked(len(victims))
 }
 
 // entraAuthMode returns password, entra or both for a sign-in to database.

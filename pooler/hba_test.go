@@ -292,6 +292,7 @@ host    all       all     172.16.0.0/12    trust
 
 // signIns records sign-in events.
 type signIns struct {
+	pooler.NopObserver
 	mu  sync.Mutex
 	evs []pooler.SignInEvent
 }
@@ -301,8 +302,6 @@ func (s *signIns) SignIn(ev pooler.SignInEvent) {
 	s.evs = append(s.evs, ev)
 	s.mu.Unlock()
 }
-
-func (s *signIns) ClientError(string) {}
 
 // last returns the method of the last sign-in of user.
 func (s *signIns) last(user string) (method string, ok bool) {

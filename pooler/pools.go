@@ -94,6 +94,8 @@ type pool struct {
 	active       atomic.Int32 // clients signed in to this pool
 	stats        poolStats
 	waitStartMin atomic.Int64
+	// obs receives the pool's data-path figures (metrics); nil for none.
+	obs PoolObserver
 }
 
 // poolStats are cumulative counters for SHOW STATS.
@@ -111,6 +113,26 @@ type poolStats struct {
 	clientParses atomic.Int64
 	serverParses atomic.Int64
 	binds        atomic.Int64
+}
+
+// queryDone accounts one query that took d (SHOW STATS query_count and
+// query_time, and the metrics).
+func (p *pool) queryDone(d time.Duration) {
+	p.stats.queryCount.Add(1)
+	p.stats.queryTime.Add(d.Microseconds())
+	if p.obs != nil {
+		p.obs.Query(d)
+	}
+}
+
+// xactDone accounts one transaction that took d (SHOW STATS xact_count
+// and xact_time, and the metrics).
+func (p *pool) xactDone(d time.Duration) {
+	p.stats.xactCount.Add(1)
+	p.stats.xactTime.Add(d.Microseconds())
+	if p.obs != nil {
+		p.obs.Transaction(d)
+	}
 }
 
 // forClient finds or creates the pool for a signed-in client.
@@ -153,6 +175,7 @@ func (ps *poolSet) get(cfg *config.Config, key poolKey, db *config.Database) *po
 		return p
 	}
 	p := &pool{srv: ps.srv, key: key}
+	p.obs = ps.srv.opts.Observer.Pool(key.db, key.user)
 	p.dbLimit = limiterFor(ps.mu.dbLimits, db.Name, cfg.EffectiveMaxDBConnections(db))
 	p.userLimit = limiterFor(ps.mu.userLimits, key.user, cfg.EffectiveMaxUserConnections(db, key.user))
 	p.configure(cfg, db)
@@ -236,6 +259,11 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 	if err != nil {
 		p.dbLimit.release()
 		p.userLimit.release()
+		var reason string
+		reason, err = splitLoginFailure(err)
+		if p.obs != nil {
+			p.obs.ServerLoginFailed(reason)
+		}
 		var se *serverError
 		if errors.As(err, &se) && se.code == "57P03" {
 			// The server is starting up: do not cache, clients keep
@@ -448,6 +476,9 @@ func (p *pool) acquire() (*puddle.Resource[*serverConn], error) {
 		return nil, err
 	}
 	p.stats.assignCnt.Add(1)
+	if p.obs != nil {
+		p.obs.ClientWait(time.Since(start))
+	}
 	return res, nil
 }
 

@@ -1020,12 +1020,9 @@ func (c *clientConn) onReady(att *attachment, status byte, mode config.PoolMode)
 	prev := att.txStatus
 	att.txStatus = status
 	now := time.Now()
-	st := &att.pool.stats
-	st.queryCount.Add(1)
-	st.queryTime.Add(now.Sub(time.Unix(0, c.requestTime.Load())).Microseconds())
+	att.pool.queryDone(now.Sub(time.Unix(0, c.requestTime.Load())))
 	if status == 'I' && (prev != 'I' || att.inFlight == 0) {
-		st.xactCount.Add(1)
-		st.xactTime.Add(now.Sub(att.xactStart).Microseconds())
+		att.pool.xactDone(now.Sub(att.xactStart))
 		att.xactStart = now
 	}
 	if att.inFlight == 0 {

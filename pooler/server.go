@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgwarden/pgwarden/authn"
 	"github.com/pgwarden/pgwarden/pooler/config"
 )
 
@@ -41,12 +42,86 @@ type Options struct {
 	AuditLogger *slog.Logger
 }
 
-// Observer is told about events the metrics and audit sinks care about. It
-// must not block.
+// Observer is told about events the metrics and audit sinks care about.
+// Its methods are called synchronously, possibly from many goroutines at
+// once, and must not block. Embed [NopObserver] to implement only some.
 type Observer interface {
+	// Observer's authn part receives the Entra ID validator's events:
+	// key set fetches, keys loaded, token cache lookups, Graph lookups.
+	authn.Observer
 	SignIn(ev SignInEvent)
-	ClientError(code string)
+	// ClientError is called for every ErrorResponse the pooler itself
+	// sends a client: code is the pooler's name for the error (see the
+	// README), sqlstate the SQLSTATE the client got.
+	ClientError(code, sqlstate string)
+	// Pool is called once for each pool, when it is created. The
+	// returned PoolObserver (nil for none) receives the pool's data-path
+	// figures.
+	Pool(database, user string) PoolObserver
+	// BackendTokenRefresh reports one refresh of pgwarden's own Entra
+	// token (server_auth with a token provider, and Graph's token).
+	BackendTokenRefresh(ev authn.RefreshEvent)
+	// SessionsRevoked reports n client sessions ended because their Entra
+	// principal was removed (entra disconnect_on_revoke).
+	SessionsRevoked(n int)
 }
+
+// PoolObserver receives one pool's data-path figures where the pooler
+// accounts the SHOW STATS totals. It is called on the hot path: it must
+// neither block nor allocate.
+type PoolObserver interface {
+	// ClientWait: a client waited d for a server and was assigned one.
+	ClientWait(d time.Duration)
+	// Query: a query took d, from the client's request to ReadyForQuery.
+	Query(d time.Duration)
+	// Transaction: a transaction ended after d (idle in transaction
+	// included, as SHOW STATS xact_time).
+	Transaction(d time.Duration)
+	// ServerLoginFailed: a server connection could not be opened; reason
+	// is one of the ServerFail* values.
+	ServerLoginFailed(reason string)
+}
+
+// Reasons a server connection could not be opened, given to
+// [PoolObserver.ServerLoginFailed].
+const (
+	// ServerFailConnect: the TCP or Unix socket connection failed.
+	ServerFailConnect = "connect"
+	// ServerFailTimeout: server_connect_timeout passed.
+	ServerFailTimeout = "timeout"
+	// ServerFailTLS: server TLS could not be set up.
+	ServerFailTLS = "tls"
+	// ServerFailAuth: the server refused the credentials (SQLSTATE class 28).
+	ServerFailAuth = "auth"
+	// ServerFailServerError: the server sent another error during login
+	// (no such database, too many connections, starting up, ...).
+	ServerFailServerError = "server_error"
+	// ServerFailLogin: the login exchange failed on pgwarden's side (no
+	// usable password, unsupported method, connection lost).
+	ServerFailLogin = "login"
+	// ServerFailBackendToken: no Entra token to log in with.
+	ServerFailBackendToken = "backend_token"
+	// ServerFailConnectQuery: connect_query broke the connection.
+	ServerFailConnectQuery = "connect_query"
+)
+
+// NopObserver implements [Observer] with methods that do nothing.
+type NopObserver struct{ authn.NopObserver }
+
+// SignIn does nothing.
+func (NopObserver) SignIn(SignInEvent) {}
+
+// ClientError does nothing.
+func (NopObserver) ClientError(string, string) {}
+
+// Pool returns nil.
+func (NopObserver) Pool(string, string) PoolObserver { return nil }
+
+// BackendTokenRefresh does nothing.
+func (NopObserver) BackendTokenRefresh(authn.RefreshEvent) {}
+
+// SessionsRevoked does nothing.
+func (NopObserver) SessionsRevoked(int) {}
 
 // SignInEvent describes one sign-in attempt.
 type SignInEvent struct {
@@ -102,13 +177,24 @@ type Server struct {
 
 	mu struct {
 		sync.Mutex
-		listeners []net.Listener
+		listeners []*listener
 		clients   map[*clientConn]struct{}
 		shutdown  bool
+		// mode is the shutdown mode in force (it only escalates).
+		mode ShutdownMode
+		// cutting: clients are being closed at their next transaction
+		// boundary, and new sign-ins are refused.
+		cutting bool
+		// tcpStopping and tcpClosed: the TCP listeners are being, or
+		// have been, drained and closed (the Unix socket stays open for
+		// cancels and the console until the end).
+		tcpStopping, tcpClosed bool
 	}
 	// shutdownCh is closed when Shutdown starts.
 	shutdownCh chan struct{}
 	shutOnce   sync.Once
+	// stopMu serialises stopAccepting (a drain, then an escalation).
+	stopMu sync.Mutex
 	// doneCh is closed when the server has stopped: no clients left, or
 	// forced.
 	doneCh   chan struct{}
@@ -126,6 +212,9 @@ type Server struct {
 func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Observer == nil {
+		opts.Observer = NopObserver{}
 	}
 	s := &Server{
 		opts:       opts,
@@ -221,13 +310,36 @@ func equalStrings(a, b []string) bool {
 func (s *Server) clientTLSConfig() *tls.Config { return s.clientTLS.Load() }
 
 // Listen opens the TCP listeners of listen_addr and the Unix socket in
-// unix_socket_dir. It returns an error naming the address that failed.
+// unix_socket_dir, or adopts the sockets a service manager passed (systemd
+// socket activation: LISTEN_FDS, LISTEN_PID), in which case listen_addr and
+// unix_socket_dir are not used. It returns an error naming the address that
+// failed.
 func (s *Server) Listen() error {
 	cfg := s.cfg.Load()
-	var lns []net.Listener
-	lc := net.ListenConfig{}
+	inherited, err := activationListeners()
+	if err != nil {
+		return err
+	}
+	if len(inherited) > 0 {
+		if len(cfg.ListenAddrs) > 0 || cfg.UnixSocketDir != "" {
+			s.log.Warn("sockets passed by the service manager: listen_addr and unix_socket_dir are not used", "sockets", len(inherited))
+		}
+		s.mu.Lock()
+		s.mu.listeners = append(s.mu.listeners, inherited...)
+		s.mu.Unlock()
+		return nil
+	}
+	var lns []*listener
+	closeAll := func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}
+	// SO_REUSEPORT on TCP only, as PgBouncer: each process of a group
+	// has its own unix_socket_dir, which is how peers reach each other.
+	tcp := net.ListenConfig{}
 	if cfg.SOReuseport {
-		lc.Control = reusePortControl
+		tcp.Control = reusePortControl
 	}
 	for _, a := range cfg.ListenAddrs {
 		hosts := []string{a}
@@ -239,22 +351,25 @@ func (s *Server) Listen() error {
 			// PgBouncer does (localhost is 127.0.0.1 and ::1).
 			ips, err := net.DefaultResolver.LookupHost(context.Background(), a)
 			if err != nil {
-				closeAll(lns)
+				closeAll()
 				return fmt.Errorf("listen_addr %s: %w", a, err)
 			}
 			hosts = ips
 		}
 		for _, host := range hosts {
 			addr := net.JoinHostPort(host, strconv.Itoa(cfg.ListenPort))
-			ln, err := lc.Listen(context.Background(), "tcp", addr)
+			ln, err := tcp.Listen(context.Background(), "tcp", addr)
 			if err != nil {
 				if len(hosts) > 1 && isAddrNotAvail(err) {
 					continue // e.g. ::1 on a host without IPv6
 				}
-				closeAll(lns)
+				closeAll()
+				if cfg.SOReuseport && errors.Is(err, syscall.EADDRINUSE) {
+					return fmt.Errorf("listen on %s: %w (with so_reuseport = 1, every process on this port must set it, and run as the same user)", addr, err)
+				}
 				return fmt.Errorf("listen on %s: %w", addr, err)
 			}
-			lns = append(lns, ln)
+			lns = append(lns, &listener{Listener: ln})
 		}
 	}
 	if cfg.UnixSocketDir != "" {
@@ -264,14 +379,19 @@ func (s *Server) Listen() error {
 			// still answers on it.
 			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 				c.Close()
-				closeAll(lns)
-				return fmt.Errorf("listen on %s: another process is listening there", path)
+				closeAll()
+				hint := ""
+				if cfg.SOReuseport {
+					hint = " (processes sharing a port with so_reuseport need a unix_socket_dir each)"
+				}
+				return fmt.Errorf("listen on %s: another process is listening there%s", path, hint)
 			}
 			os.Remove(path)
 		}
+		var lc net.ListenConfig
 		ln, err := lc.Listen(context.Background(), "unix", path)
 		if err != nil {
-			closeAll(lns)
+			closeAll()
 			return fmt.Errorf("listen on %s: %w", path, err)
 		}
 		mode := cfg.UnixSocketMode
@@ -279,7 +399,7 @@ func (s *Server) Listen() error {
 			mode = 0o777
 		}
 		_ = os.Chmod(path, os.FileMode(mode))
-		lns = append(lns, ln)
+		lns = append(lns, &listener{Listener: ln, unix: true})
 	}
 	if len(lns) == 0 {
 		return errors.New("nothing to listen on: listen_addr is empty and unix_socket_dir is empty")
@@ -301,12 +421,6 @@ func reusePortControl(network, address string, c syscall.RawConn) error {
 	return serr
 }
 
-func closeAll(lns []net.Listener) {
-	for _, l := range lns {
-		l.Close()
-	}
-}
-
 // Addrs returns the addresses being listened on.
 func (s *Server) Addrs() []net.Addr {
 	s.mu.Lock()
@@ -322,7 +436,7 @@ func (s *Server) Addrs() []net.Addr {
 // drain to finish. It returns nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
-	lns := append([]net.Listener(nil), s.mu.listeners...)
+	lns := append([]*listener(nil), s.mu.listeners...)
 	s.mu.Unlock()
 	if len(lns) == 0 {
 		return errors.New("Serve called before Listen")
@@ -330,13 +444,31 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.pools.startJanitor()
 	s.parker.Store(newParker(s))
 	s.maybeRefreshPrincipals(time.Now(), true)
-	errCh := make(chan error, len(lns))
+	loops := make(chan struct{}, len(lns))
 	for _, ln := range lns {
-		go func(ln net.Listener) { errCh <- s.acceptLoop(ln) }(ln)
+		go func(ln *listener) {
+			s.acceptLoop(ln)
+			loops <- struct{}{}
+		}(ln)
 	}
 	stop := context.AfterFunc(ctx, func() { s.Shutdown(ShutdownImmediate) })
 	defer stop()
 	<-s.doneCh
+	// What is left: the Unix socket (kept for cancels and the console
+	// during a drain) and console sessions.
+	s.mu.Lock()
+	rest := s.mu.listeners
+	s.mu.listeners = nil
+	s.mu.Unlock()
+	for _, l := range rest {
+		l.Close()
+	}
+	for range lns {
+		<-loops
+	}
+	for _, c := range s.clientList() {
+		c.kill(newError(codeShuttingDown, ""))
+	}
 	s.wg.Wait()
 	s.parker.Load().close()
 	s.pools.closeAll()
@@ -346,22 +478,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) acceptLoop(ln net.Listener) error {
-	_, isUnix := ln.(*net.UnixListener)
+func (s *Server) acceptLoop(ln *listener) {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			select {
-			case <-s.shutdownCh:
-				return nil
-			default:
+			if errors.Is(err, net.ErrClosed) || ln.draining.Load() {
+				return
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return nil
 			}
 			// Out of file descriptors and similar: back off briefly
 			// rather than spin.
@@ -369,13 +495,21 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		c := s.newClientConn(conn, isUnix)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			c.serve()
-		}()
+		s.serveConn(conn, ln.unix)
 	}
+}
+
+// serveConn runs a freshly accepted client on its own goroutine. The client
+// is counted before serveConn returns, so that a drain cannot end between
+// an accept and the client's start.
+func (s *Server) serveConn(conn net.Conn, unix bool) {
+	c := s.newClientConn(conn, unix)
+	s.trackClient(c, true)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+	}()
 }
 
 func (s *Server) trackClient(c *clientConn, add bool) {
@@ -385,12 +519,45 @@ func (s *Server) trackClient(c *clientConn, add bool) {
 	} else {
 		delete(s.mu.clients, c)
 	}
-	n := len(s.mu.clients)
 	shutdown := s.mu.shutdown
 	s.mu.Unlock()
-	if !add && shutdown && n == 0 {
-		s.finish()
+	if !add && shutdown {
+		s.checkDone()
 	}
+}
+
+func (s *Server) clientList() []*clientConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*clientConn, 0, len(s.mu.clients))
+	for c := range s.mu.clients {
+		out = append(out, c)
+	}
+	return out
+}
+
+// checkDone ends a shutdown once the TCP listeners are closed and no client
+// but console sessions is left; those are closed.
+func (s *Server) checkDone() {
+	s.mu.Lock()
+	ready := s.mu.shutdown && s.mu.tcpClosed
+	s.mu.Unlock()
+	if !ready {
+		return
+	}
+	clients := s.clientList()
+	for _, c := range clients {
+		c.mu.Lock()
+		admin := c.admin != nil
+		c.mu.Unlock()
+		if !admin {
+			return
+		}
+	}
+	for _, c := range clients {
+		c.kill(newError(codeShuttingDown, ""))
+	}
+	s.finish()
 }
 
 func (s *Server) finish() { s.doneOnce.Do(func() { close(s.doneCh) }) }
@@ -399,9 +566,10 @@ func (s *Server) finish() { s.doneOnce.Do(func() { close(s.doneCh) }) }
 type ShutdownMode int
 
 const (
-	// ShutdownWaitForClients stops accepting and exits when every client
-	// has disconnected; transaction-pooled clients are closed at their
-	// next transaction boundary (SIGTERM, SHUTDOWN WAIT_FOR_CLIENTS).
+	// ShutdownWaitForClients stops accepting (after shutdown_accept_grace)
+	// and exits when every client has disconnected; after shutdown_timeout,
+	// transaction-pooled clients are closed at their next transaction
+	// boundary (SIGTERM, SHUTDOWN WAIT_FOR_CLIENTS).
 	ShutdownWaitForClients ShutdownMode = iota
 	// ShutdownWaitForServers stops accepting, drops clients waiting for a
 	// server and exits once every server connection is released (SIGINT,
@@ -413,42 +581,114 @@ const (
 )
 
 // Shutdown starts a shutdown in the given mode and returns at once; Serve
-// returns when it completes. Calling it again with ShutdownImmediate forces
-// the end.
+// returns when it completes. /readyz turns false at once. A later call may
+// escalate the mode (WAIT_FOR_CLIENTS, then WAIT_FOR_SERVERS, then
+// immediate), never soften it.
+//
+// The TCP listeners are handed over with care, because Linux resets the
+// connections still queued on a listening socket when it closes: after
+// shutdown_accept_grace, each listener's queue is emptied with non-blocking
+// accepts and the socket leaves its SO_REUSEPORT group in the same step, so
+// that the kernel sends new connections to the other processes; the
+// connections taken from the queue are served like any other.
 func (s *Server) Shutdown(mode ShutdownMode) {
-	s.shutOnce.Do(func() { close(s.shutdownCh) })
+	first := false
+	s.shutOnce.Do(func() { close(s.shutdownCh); first = true })
 	s.mu.Lock()
 	s.mu.shutdown = true
-	lns := s.mu.listeners
-	s.mu.listeners = nil
-	clients := make([]*clientConn, 0, len(s.mu.clients))
-	for c := range s.mu.clients {
-		clients = append(clients, c)
+	if !first && mode <= s.mu.mode {
+		s.mu.Unlock()
+		return // nothing new
 	}
+	s.mu.mode = mode
 	s.mu.Unlock()
-	closeAll(lns)
 	cfg := s.cfg.Load()
-	if cfg.UnixSocketDir != "" {
-		for _, l := range lns {
-			if ul, ok := l.(*net.UnixListener); ok {
-				_ = ul // net.UnixListener.Close removes the socket file
-			}
-		}
-	}
 	switch mode {
 	case ShutdownImmediate:
-		for _, c := range clients {
-			c.kill(newError(codeShuttingDown, ""))
-		}
+		s.stopAccepting(false)
+		s.cut(mode)
+	case ShutdownWaitForServers:
+		s.stopAccepting(true)
+		s.cut(mode)
 	default:
-		for _, c := range clients {
+		if g := cfg.ShutdownAcceptGrace; g > 0 {
+			time.AfterFunc(g, func() { s.stopAccepting(true) })
+		} else {
+			s.stopAccepting(true)
+		}
+		if t := cfg.ShutdownTimeout; t > 0 {
+			time.AfterFunc(t, func() { s.cut(ShutdownWaitForClients) })
+		} else {
+			s.cut(mode)
+		}
+	}
+	s.checkDone()
+}
+
+// cut closes the clients: all of them now (immediate), or each at its next
+// transaction boundary (idle ones now); new sign-ins are refused from here.
+func (s *Server) cut(mode ShutdownMode) {
+	s.mu.Lock()
+	if mode < s.mu.mode {
+		mode = s.mu.mode // escalated meanwhile
+	}
+	s.mu.cutting = true
+	s.mu.Unlock()
+	for _, c := range s.clientList() {
+		if mode == ShutdownImmediate {
+			c.kill(newError(codeShuttingDown, ""))
+		} else {
 			c.requestClose(mode)
 		}
 	}
-	if len(clients) == 0 {
-		s.finish()
-	}
 }
+
+// stopAccepting closes the TCP listeners, draining their queues first when
+// drain is set (see Shutdown); Unix sockets stay open unless drain is false.
+func (s *Server) stopAccepting(drain bool) {
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	s.mu.Lock()
+	var stop, keep []*listener
+	for _, l := range s.mu.listeners {
+		if l.unix && drain {
+			keep = append(keep, l)
+		} else {
+			stop = append(stop, l)
+		}
+	}
+	s.mu.listeners = keep
+	s.mu.tcpStopping = true
+	s.mu.Unlock()
+	for _, l := range stop {
+		if drain {
+			s.drainListener(l)
+		} else {
+			l.Close()
+		}
+	}
+	s.mu.Lock()
+	s.mu.tcpClosed = true
+	s.mu.Unlock()
+	s.checkDone()
+}
+
+// refusesLogin says whether a sign-in to database must be refused because
+// of a shutdown: once clients are being closed, in WAIT_FOR_SERVERS, or on
+// the Unix socket once the TCP listeners are closed. The console is always
+// let in.
+func (s *Server) refusesLogin(c *clientConn, database string) bool {
+	if database == "pgbouncer" {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.shutdown && (s.mu.cutting || s.mu.mode != ShutdownWaitForClients || c.unix && s.mu.tcpStopping)
+}
+
+// Stopping is closed when a shutdown starts (a signal, or SHUTDOWN on the
+// console).
+func (s *Server) Stopping() <-chan struct{} { return s.shutdownCh }
 
 // Done is closed when the server has finished shutting down.
 func (s *Server) Done() <-chan struct{} { return s.doneCh }

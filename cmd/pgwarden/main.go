@@ -254,12 +254,17 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 	}
 	reg := prometheus.NewRegistry()
 	mtr := metrics.New(reg)
-	srv, err := pooler.New(cfg, pooler.Options{Logger: log, AuditLogger: logs.audit, Observer: observer{mtr}})
+	srv, err := pooler.New(cfg, pooler.Options{Logger: log, AuditLogger: logs.audit, Observer: newObserver(mtr)})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return &exitError{1, err}
 	}
-	reg.MustRegister(poolCollector(srv))
+	reg.MustRegister(pgbouncerCollector(srv, cfg.Metrics))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pgwarden_parked_clients",
+		Help: "Idle clients parked without a goroutine (signed in, between transactions).",
+	}, func() float64 { return float64(srv.ParkedClients()) }))
+	mtr.JWKSKeysFrom(srv.EntraKeyCount)
 	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
 		// A development aid for the benchmarks: profile the whole run,
 		// written when pgwarden exits.
@@ -288,10 +293,15 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		}
 		defer removePidfile(cfg.PidFile, pid)
 	}
+	sd := newSDNotifier()
 	var reloadMu sync.Mutex
 	reload := func() error {
 		reloadMu.Lock()
 		defer reloadMu.Unlock()
+		// systemd (Type=notify-reload or notify with ExecReload) learns
+		// when the reload starts and ends.
+		_ = sd.notify(reloading())
+		defer func() { _ = sd.notify("READY=1") }()
 		// The logfile is reopened even when the new config is bad, so
 		// that logrotate's SIGHUP always works.
 		ncfg, err := config.Load(path)
@@ -330,7 +340,21 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 	}
 	go handleSignals(sigs, srv, log, reload)
 	notifyReady(nil)
+	if err := sd.notify("READY=1\nSTATUS=accepting connections\nMAINPID=" + strconv.Itoa(os.Getpid())); err != nil {
+		log.Warn("cannot tell systemd that pgwarden is ready", "err", err)
+	}
+	// Every shutdown (a signal, SHUTDOWN on the console) starts with
+	// Stopping; Serve returns only after one.
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-srv.Stopping()
+		_ = sd.notify("STOPPING=1\nSTATUS=draining")
+	}()
 	err = srv.Serve(context.Background())
+	if err == nil {
+		<-stopped
+	}
 	log.Info("pgwarden stopped")
 	return err
 }

@@ -30,6 +30,8 @@ pool_mode = transaction
 server_tls_sslmode = disable
 [metrics]
 listen = 127.0.0.1:%d
+stats_names = totals
+client_connections = 0
 `, pg.Port, port, dir, filepath.Join(dir, "userlist.txt"), mport))
 	p := startPgwarden(t, dir, ini)
 	waitReady(t, p, port)
@@ -69,6 +71,12 @@ listen = 127.0.0.1:%d
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	// stats_names = totals and client_connections = 0.
+	for _, absent := range []string{"pgbouncer_stats_sql_transactions_pooled_total", "pgbouncer_client_connections"} {
+		if strings.Contains(body, absent) {
+			t.Errorf("/metrics has %s", absent)
 		}
 	}
 	if code, _ := get("/healthz"); code != 200 {

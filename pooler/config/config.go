@@ -276,8 +276,27 @@ type Config struct {
 	TCPKeepIntvl   time.Duration
 	TCPKeepCnt     int
 	TCPUserTimeout time.Duration
-	// so_reuseport.
+	// so_reuseport: SO_REUSEPORT on the TCP listeners, so that several
+	// processes share one port (the Unix socket stays per process).
 	SOReuseport bool
+
+	// peer_id (0 = peering off; 1..16383) and [peers]: the processes a
+	// CancelRequest carrying another process's key is forwarded to.
+	PeerID int
+	Peers  []Peer
+
+	// shutdown_timeout (pgwarden's own, default 0): how long a SIGTERM or
+	// SHUTDOWN WAIT_FOR_CLIENTS drain lets connected clients carry on as
+	// usual before transaction- and statement-mode clients are closed at
+	// their next transaction boundary (idle ones at once) with 57P01.
+	// 0 closes them at their next boundary straight away. Session-mode
+	// clients are waited for.
+	ShutdownTimeout time.Duration
+	// shutdown_accept_grace (pgwarden's own, default 0): how long the TCP
+	// listeners keep accepting, and serving, new clients after a drain
+	// starts while /readyz already says "not ready", so that a load
+	// balancer polling /readyz stops sending before the port closes.
+	ShutdownAcceptGrace time.Duration
 
 	// client_tls_*, server_tls_*.
 	ClientTLS TLS
@@ -325,6 +344,35 @@ type Config struct {
 	// Warnings are keys PgBouncer accepts that pgwarden does not implement
 	// yet, and similar non-fatal findings; the binary logs each at start.
 	Warnings []Problem
+}
+
+// Peer is one [peers] entry: another pgwarden (or PgBouncer) process of the
+// same group, to which CancelRequests for its clients are forwarded.
+type Peer struct {
+	// ID is the peer's peer_id (1..65535).
+	ID int
+	// Host is a host name (resolved at each forward, so DNS changes are
+	// followed), an IP address, or a Unix socket directory (leading "/",
+	// or "@" for Linux's abstract namespace).
+	Host string
+	// Port defaults to 6432; for a Unix socket it names .s.PGSQL.<port>.
+	Port int
+	// PoolSize caps the cancels forwarded to this peer at once; 0 means
+	// default_pool_size.
+	PoolSize int
+	// File and Line locate the entry, for messages.
+	File string
+	Line int
+}
+
+// PeerByID returns the [peers] entry with that id, or nil.
+func (c *Config) PeerByID(id int) *Peer {
+	for i := range c.Peers {
+		if c.Peers[i].ID == id {
+			return &c.Peers[i]
+		}
+	}
+	return nil
 }
 
 // Setting is one SHOW CONFIG row.
@@ -476,4 +524,19 @@ type Metrics struct {
 	// Pprof mounts net/http/pprof under /debug/pprof/ (only allowed when
 	// Listen is a loopback address).
 	Pprof bool
+	// StatsNames picks the names of PgBouncer's stats counters: "both"
+	// (the default; "" means it too), "totals" (pgbouncer_stats_totals_*,
+	// pgbouncer_exporter 0.11 and later) or "legacy" (pgbouncer_stats_*).
+	StatsNames string
+	// NoClientConnections leaves pgbouncer_client_connections out
+	// (client_connections = 0): its application_name label is chosen by
+	// clients.
+	NoClientConnections bool
 }
+
+// Values of [Metrics.StatsNames].
+const (
+	StatsNamesBoth   = "both"
+	StatsNamesTotals = "totals"
+	StatsNamesLegacy = "legacy"
+)

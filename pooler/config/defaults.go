@@ -5,6 +5,9 @@ import "fmt"
 // defaultServerPort is a [databases] entry's port when none is given.
 const defaultServerPort = 5432
 
+// defaultPeerPort is a [peers] entry's port when none is given.
+const defaultPeerPort = 6432
+
 // newConfig returns a Config holding every default, ready for a loader to
 // override.
 func newConfig(path, format string) *Config {

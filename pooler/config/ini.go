@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -231,6 +232,17 @@ func (l *iniLoader) setMetrics(file string, lineNo int, key, value string) {
 			l.c.Metrics.Pprof = false
 		case "1":
 			l.c.Metrics.Pprof = true
+		default:
+			bad("expected 0 or 1")
+		}
+	case "stats_names":
+		l.c.Metrics.StatsNames = value
+	case "client_connections":
+		switch value {
+		case "0":
+			l.c.Metrics.NoClientConnections = true
+		case "1":
+			l.c.Metrics.NoClientConnections = false
 		default:
 			bad("expected 0 or 1")
 		}
@@ -555,8 +567,7 @@ func (l *iniLoader) setUser(file string, lineNo int, name, value string) {
 	}
 }
 
-// setPeer checks one [peers] entry; peers are not implemented, so it is kept
-// nowhere and produces a warning.
+// setPeer reads one [peers] entry, as PgBouncer's parse_peer does.
 func (l *iniLoader) setPeer(file string, lineNo int, name, value string) {
 	pkey := "peers/" + name
 	fail := func(msg string) {
@@ -572,26 +583,38 @@ func (l *iniLoader) setPeer(file string, lineNo int, name, value string) {
 		fail(err.Error())
 		return
 	}
-	hasHost := false
+	p := Peer{ID: id, Port: defaultPeerPort, File: file, Line: lineNo}
+	ok := true
 	for _, kv := range pairs {
 		switch kv.key {
 		case "host":
-			hasHost = true
+			p.Host = kv.value
 		case "port":
 			if n, err := connInt(kv.key, kv.value); err != nil || n <= 0 || n > 65535 {
 				fail("invalid port: " + kv.value)
+				ok = false
+			} else {
+				p.Port = n
 			}
 		case "pool_size":
-			if _, err := connInt(kv.key, kv.value); err != nil {
+			if n, err := connInt(kv.key, kv.value); err != nil {
 				fail(err.Error())
+				ok = false
+			} else {
+				p.PoolSize = n
 			}
 		default:
 			fail("unrecognized connection parameter: " + kv.key)
+			ok = false
 		}
 	}
-	if !hasHost {
+	if p.Host == "" {
 		fail(fmt.Sprintf("host was not provided for peer %d", id))
 		return
 	}
-	l.warns = append(l.warns, Problem{File: file, Line: lineNo, Key: pkey, Message: "[peers] is not implemented yet; this peer is ignored"})
+	if ok {
+		// A repeated id replaces the earlier entry, as in PgBouncer.
+		l.c.Peers = slices.DeleteFunc(l.c.Peers, func(q Peer) bool { return q.ID == id })
+		l.c.Peers = append(l.c.Peers, p)
+	}
 }

@@ -165,8 +165,8 @@ func TestFullINI(t *testing.T) {
 		t.Errorf("svc = %+v", svc)
 	}
 
-	// Warnings: sbuf_loopcnt (non-default) and the peer; dns_max_ttl and
-	// peer_id are at their defaults.
+	// Warnings: sbuf_loopcnt (non-default), and [peers] with peer_id 0;
+	// dns_max_ttl is at its default.
 	var ws []string
 	for _, w := range c.Warnings {
 		ws = append(ws, w.Error())
@@ -174,7 +174,7 @@ func TestFullINI(t *testing.T) {
 	joined := strings.Join(ws, "\n")
 	if len(c.Warnings) != 2 ||
 		!strings.Contains(joined, "full.ini:31: sbuf_loopcnt: accepted for compatibility but not implemented yet; it has no effect") ||
-		!strings.Contains(joined, "full.ini:48: peers/1: [peers] is not implemented yet") {
+		!strings.Contains(joined, "full.ini:32: peer_id: [peers] is set but peer_id is 0, so peering is off") {
 		t.Errorf("warnings:\n%s", joined)
 	}
 	if got := settingValue(c, "sbuf_loopcnt"); got != "10" {

@@ -166,7 +166,7 @@ var params = []param{
 	{"max_user_client_connections", "0", false, none(kindInt)},
 	{"max_user_connections", "0", false, bInt(func(c *Config) *int { return &c.MaxUserConnections })},
 	{"min_pool_size", "0", false, bInt(func(c *Config) *int { return &c.MinPoolSize })},
-	{"peer_id", "0", false, none(kindInt)},
+	{"peer_id", "0", false, bInt(func(c *Config) *int { return &c.PeerID })},
 	{"pidfile", "", restart, bStr(func(c *Config) *string { return &c.PidFile })},
 	{"pkt_buf", "4096", restart, bInt(func(c *Config) *int { return &c.PktBuf })},
 	{"pool_idle_timeout", "0", false, none(kindTime)},
@@ -196,6 +196,10 @@ var params = []param{
 	{"server_tls_key_file", "", false, bStr(func(c *Config) *string { return &c.ServerTLS.KeyFile })},
 	{"server_tls_protocols", "secure", false, bStr(func(c *Config) *string { return &c.ServerTLS.Protocols })},
 	{"server_tls_sslmode", "prefer", false, bTLS(func(c *Config) *TLSMode { return &c.ServerTLS.Mode })},
+	// shutdown_timeout and shutdown_accept_grace are pgwarden's own (see
+	// Config.ShutdownTimeout).
+	{"shutdown_accept_grace", "0", false, bTime(func(c *Config) *time.Duration { return &c.ShutdownAcceptGrace })},
+	{"shutdown_timeout", "0", false, bTime(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{"so_reuseport", "0", restart, bBool(func(c *Config) *bool { return &c.SOReuseport })},
 	{"stats_period", "60", false, bind(kindSeconds, func(c *Config) *time.Duration { return &c.StatsPeriod })},
 	{"stats_users", "", false, bList(func(c *Config) *[]string { return &c.StatsUsers })},

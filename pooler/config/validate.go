@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -69,6 +70,11 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 	} else if c.Metrics.Pprof {
 		bad("metrics.pprof", "needs metrics.listen")
 	}
+	switch c.Metrics.StatsNames {
+	case "", StatsNamesBoth, StatsNamesTotals, StatsNamesLegacy:
+	default:
+		bad("metrics.stats_names", "want both, totals or legacy, not %q", c.Metrics.StatsNames)
+	}
 
 	// Listening.
 	if c.ListenPort <= 0 || c.ListenPort > 65535 {
@@ -79,6 +85,31 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 	}
 	if c.UnixSocketMode > 0o7777 {
 		bad("unix_socket_mode", "must be a file mode such as 0777, not %#o", c.UnixSocketMode)
+	}
+
+	// Peering.
+	if c.PeerID < 0 || c.PeerID > 16383 {
+		bad("peer_id", "must be from 0 (peering off) to 16383, not %d", c.PeerID)
+	}
+	for _, p := range c.Peers {
+		at := func(msg string) {
+			errs = append(errs, Problem{File: p.File, Line: p.Line, Key: c.entryKey("peers", strconv.Itoa(p.ID)), Message: msg})
+		}
+		switch {
+		case p.ID < 1 || p.ID > 65535:
+			at("ids of peers must be a number larger than 0 and at most 65535")
+		case p.Host == "":
+			at(fmt.Sprintf("host was not provided for peer %d", p.ID))
+		case p.Port <= 0 || p.Port > 65535:
+			at(fmt.Sprintf("invalid port: %d", p.Port))
+		case p.PoolSize < 0:
+			at(fmt.Sprintf("pool_size must not be negative (got %d)", p.PoolSize))
+		case strings.HasPrefix(p.Host, ".") || strings.Contains(p.Host, "/") && !strings.HasPrefix(p.Host, "/"):
+			at(fmt.Sprintf("host %q: a Unix socket directory must be an absolute path", p.Host))
+		}
+	}
+	if len(c.Peers) > 0 && c.PeerID == 0 {
+		warn("peer_id", "[peers] is set but peer_id is 0, so peering is off: cancel requests are not forwarded")
 	}
 
 	// Pooling.
@@ -130,6 +161,8 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 		{"tcp_keepintvl", c.TCPKeepIntvl},
 		{"tcp_user_timeout", c.TCPUserTimeout},
 		{"stats_period", c.StatsPeriod},
+		{"shutdown_timeout", c.ShutdownTimeout},
+		{"shutdown_accept_grace", c.ShutdownAcceptGrace},
 	} {
 		if d.v < 0 {
 			bad(d.key, "must not be negative (got %v)", d.v)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,15 @@ type yamlConfig struct {
 	Audit      yamlAudit                `yaml:"audit"`
 	Databases  map[string]*yamlDatabase `yaml:"databases"`
 	Users      map[string]*yamlUser     `yaml:"users"`
+	PeerID     *yamlPeerID              `yaml:"peer_id"`
+	Peers      map[int]*yamlPeer        `yaml:"peers"`
+}
+
+// yamlPeer is one peers: entry; the keys are [peers]'s.
+type yamlPeer struct {
+	Host     string `yaml:"host"`
+	Port     *int   `yaml:"port"`
+	PoolSize *int   `yaml:"pool_size"`
 }
 
 type yamlListen struct {
@@ -105,6 +115,8 @@ type yamlTimeouts struct {
 	IdleTransaction *yamlDuration `yaml:"idle_transaction"`
 	Transaction     *yamlDuration `yaml:"transaction"`
 	CancelWait      *yamlDuration `yaml:"cancel_wait"`
+	Shutdown        *yamlDuration `yaml:"shutdown"`
+	AcceptGrace     *yamlDuration `yaml:"shutdown_accept_grace"`
 }
 
 type yamlTLSLegs struct {
@@ -246,6 +258,8 @@ func (y *yamlConfig) leaves() []yamlLeaf {
 		{"timeouts.idle_transaction", "idle_transaction_timeout", y.Timeouts.IdleTransaction},
 		{"timeouts.transaction", "transaction_timeout", y.Timeouts.Transaction},
 		{"timeouts.cancel_wait", "cancel_wait_timeout", y.Timeouts.CancelWait},
+		{"timeouts.shutdown", "shutdown_timeout", y.Timeouts.Shutdown},
+		{"timeouts.shutdown_accept_grace", "shutdown_accept_grace", y.Timeouts.AcceptGrace},
 		{"log.file", "logfile", y.Log.File},
 		{"log.pid_file", "pidfile", y.Log.PidFile},
 		{"log.syslog", "syslog", y.Log.Syslog},
@@ -373,7 +387,8 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 	}
 	_, hasEntra := lines["entra"]
 	errs = append(errs, applyYAMLEntra(c, y.Entra, hasEntra, path, lines, badLines, pos)...)
-	c.Metrics = Metrics{Listen: y.Metrics.Listen, Pprof: y.Metrics.Pprof}
+	c.Metrics = Metrics{Listen: y.Metrics.Listen, Pprof: y.Metrics.Pprof, StatsNames: y.Metrics.StatsNames,
+		NoClientConnections: y.Metrics.ClientConnections != nil && !*y.Metrics.ClientConnections}
 	c.Audit = Audit{LogFile: y.Audit.LogFile, Syslog: y.Audit.Syslog}
 	poolMode := func(s, p string) PoolMode {
 		if s == "" {
@@ -429,6 +444,21 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 		}
 		c.Users[name] = u
 	}
+
+	if y.PeerID != nil {
+		pos["peer_id"] = at("peer_id")
+		c.PeerID = int(*y.PeerID)
+	}
+	for id, yp := range y.Peers {
+		p := Peer{ID: id, Port: defaultPeerPort, File: path, Line: lines[fmt.Sprintf("peers.%d", id)]}
+		if yp != nil {
+			p.Host = yp.Host
+			setInt(&p.Port, yp.Port)
+			setInt(&p.PoolSize, yp.PoolSize)
+		}
+		c.Peers = append(c.Peers, p)
+	}
+	slices.SortFunc(c.Peers, func(a, b Peer) int { return a.ID - b.ID })
 
 	ferrs, warns := finish(c, filepath.Dir(path), pos, nil)
 	errs = append(errs, ferrs...)
@@ -608,7 +638,57 @@ type yamlAudit struct {
 	Syslog  bool   `yaml:"syslog"`
 }
 
+// yamlPeerID is peer_id in pooler.yaml: a number, or "hostname", which
+// takes the number after the last "-" of the host name plus one (a
+// Kubernetes StatefulSet's pod pgwarden-0 is peer 1, pgwarden-1 peer 2, …).
+type yamlPeerID int
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (p *yamlPeerID) UnmarshalYAML(n *yaml.Node) error {
+	bad := func(why string) error {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid peer_id %q: %s", n.Line, n.Value, why)}}
+	}
+	if n.Kind != yaml.ScalarNode {
+		return bad("expected a number or \"hostname\"")
+	}
+	if n.Value == "hostname" {
+		host, err := os.Hostname()
+		if err != nil {
+			return bad(err.Error())
+		}
+		id, ok := PeerIDFromHostname(host)
+		if !ok {
+			return bad(fmt.Sprintf("the host name %q does not end in -<number>", host))
+		}
+		*p = yamlPeerID(id)
+		return nil
+	}
+	v, err := strconv.Atoi(n.Value)
+	if err != nil {
+		return bad("expected a number or \"hostname\"")
+	}
+	*p = yamlPeerID(v)
+	return nil
+}
+
+// PeerIDFromHostname returns the peer id a host name such as "pgwarden-2"
+// stands for: the number after the last "-", plus one.
+func PeerIDFromHostname(host string) (int, bool) {
+	host, _, _ = strings.Cut(host, ".")
+	i := strings.LastIndexByte(host, '-')
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(host[i+1:])
+	if err != nil || n < 0 || n >= 16383 {
+		return 0, false
+	}
+	return n + 1, true
+}
+
 type yamlMetrics struct {
-	Listen string `yaml:"listen"`
-	Pprof  bool   `yaml:"pprof"`
+	Listen            string `yaml:"listen"`
+	Pprof             bool   `yaml:"pprof"`
+	StatsNames        string `yaml:"stats_names"`
+	ClientConnections *bool  `yaml:"client_connections"`
 }
