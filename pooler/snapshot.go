@@ -22,9 +22,6 @@ type PoolSnapshot struct {
 	XactCount, QueryCount, BytesReceived, BytesSent uint64
 	XactTimeMicros, QueryTimeMicros, WaitTimeMicros uint64
 	ServerAssignmentCount                           uint64
-	// Prepared statements: named Parses from clients, Parses sent to
-	// servers, Binds of named statements.
-	ClientParseCount, ServerParseCount, BindCount uint64
 }
 
 // PoolSnapshots reads every pool's state now. Safe for concurrent use.
@@ -79,8 +76,6 @@ func (s *Server) PoolSnapshots() []PoolSnapshot {
 			BytesReceived: uint64(ps.recv.Load()), BytesSent: uint64(ps.sent.Load()),
 			XactTimeMicros: uint64(ps.xactTime.Load()), QueryTimeMicros: uint64(ps.queryTime.Load()),
 			WaitTimeMicros: uint64(ps.waitTime.Load()), ServerAssignmentCount: uint64(ps.assignCnt.Load()),
-			ClientParseCount: uint64(ps.clientParses.Load()), ServerParseCount: uint64(ps.serverParses.Load()),
-			BindCount: uint64(ps.binds.Load()),
 		})
 	}
 	return out
