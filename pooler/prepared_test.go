@@ -220,7 +220,13 @@ func transcript(ctx context.Context, pc *pgconn.PgConn, run func(p *pgconn.Pipel
 // directly against PostgreSQL and through pgwarden, and expects the client
 // to see the same answers.
 func TestPreparedMatchesPostgres(t *testing.T) {
-	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 1\nmax_prepared_statements = 3")
+	for _, mode := range []string{"transaction", "statement"} {
+		t.Run(mode, func(t *testing.T) { testPreparedMatchesPostgres(t, mode) })
+	}
+}
+
+func testPreparedMatchesPostgres(t *testing.T, mode string) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = "+mode+"\ndefault_pool_size = 1\nmax_prepared_statements = 3")
 	ctx := context.Background()
 	scenarios := []struct {
 		name  string
@@ -762,5 +768,60 @@ func TestPreparedReload(t *testing.T) {
 	r, err := fresh.Exec(ctx, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'untracked'").ReadAll()
 	if err != nil || string(r[0].Rows[0][0]) != "1" {
 		t.Fatalf("with max_prepared_statements = 0 the name should reach the server as sent: %v %v", r, err)
+	}
+}
+
+// TestPreparedWithFlush: named statements in a pipeline that asks for
+// results with Flush before its Sync (the pump reads the server then).
+func TestPreparedWithFlush(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 1")
+	ctx := context.Background()
+	pc := pgconnTo(t, in.dsn("alice", "alice-pw", "app"))
+	other := pgconnTo(t, in.dsn("alice", "alice-pw", "app"))
+	for round := 0; round < 3; round++ {
+		p := pc.StartPipeline(ctx)
+		name := fmt.Sprintf("fl%d", round)
+		p.SendPrepare(name, "SELECT $1::int * 3", nil)
+		p.SendFlushRequest()
+		if err := p.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.GetResults()
+		if sd, ok := res.(*pgconn.StatementDescription); err != nil || !ok || len(sd.ParamOIDs) != 1 {
+			t.Fatalf("round %d: %v %v", round, res, err)
+		}
+		p.SendQueryPrepared(name, [][]byte{[]byte("14")}, nil, nil)
+		p.SendFlushRequest()
+		if err := p.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		res, err = p.GetResults()
+		rr, ok := res.(*pgconn.ResultReader)
+		if err != nil || !ok {
+			t.Fatalf("round %d: %v %v", round, res, err)
+		}
+		if r := rr.Read(); r.Err != nil || string(r.Rows[0][0]) != "42" {
+			t.Fatalf("round %d: %v %q", round, r.Err, r.Rows)
+		}
+		if err := p.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := p.GetResults(); err != nil {
+			t.Fatalf("round %d sync: %v %v", round, res, err)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The server went back to the pool: the other client uses it
+		// with the same name for another statement.
+		if _, err := other.Prepare(ctx, name, "SELECT 'other'", nil); err != nil {
+			t.Fatal(err)
+		}
+		if r := other.ExecPrepared(ctx, name, nil, nil, nil).Read(); r.Err != nil || string(r.Rows[0][0]) != "other" {
+			t.Fatalf("other: %v %q", r.Err, r.Rows)
+		}
+		if r := pc.ExecPrepared(ctx, name, [][]byte{[]byte("2")}, nil, nil).Read(); r.Err != nil || string(r.Rows[0][0]) != "6" {
+			t.Fatalf("again: %v %q", r.Err, r.Rows)
+		}
 	}
 }
