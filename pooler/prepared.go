@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"sort"
 	"sync/atomic"
 )
 
@@ -80,15 +81,16 @@ const (
 
 // Close queue entry kinds.
 const (
-	cForward     uint8 = iota // the client's own Close
-	cClientClose              // Close of a client statement (sent as a no-op)
-	cAsParse                  // a Parse of a statement the server has: answer becomes ParseComplete
-	cEvict                    // an eviction: answer removed
+	cForward     uint8 = iota + 10 // the client's own Close (kinds differ from Parse kinds)
+	cClientClose                   // Close of a client statement (sent as a no-op)
+	cAsParse                       // a Parse of a statement the server has: answer becomes ParseComplete
+	cEvict                         // an eviction: answer removed
 )
 
 type psEntry struct {
 	kind uint8
 	gen  uint64
+	seq  uint64      // send order across both queues
 	name string      // client statement name (pClient, pDup, cClientClose, cAsParse)
 	stmt *clientStmt // pClient, cClientClose, cAsParse
 	key  stmtKey     // pClient, pInjected, cEvict
@@ -136,11 +138,27 @@ type serverStmts struct {
 	// syncs counts Sync, Query and FunctionCall messages sent, readies the
 	// ReadyForQuery messages received, both while tracking.
 	syncs, readies uint64
+	// seq numbers the entries of both queues in send order.
+	seq uint64
+	// dropped is onReady's scratch list.
+	dropped []psEntry
 	// n is len(byKey), readable by SHOW SERVERS at any time.
 	n atomic.Int32
 }
 
 func newServerStmts() *serverStmts { return &serverStmts{byKey: map[stmtKey]*lruNode{}} }
+
+func (s *serverStmts) pushParse(e psEntry) {
+	s.seq++
+	e.seq = s.seq
+	s.parses.push(e)
+}
+
+func (s *serverStmts) pushClose(e psEntry) {
+	s.seq++
+	e.seq = s.seq
+	s.closes.push(e)
+}
 
 func (s *serverStmts) has(k stmtKey) bool {
 	n, ok := s.byKey[k]
@@ -287,23 +305,23 @@ func (ps *prepState) rewrite(out []byte, typ byte, msgLen int, avail []byte) ([]
 			return out, 0
 		}
 		if name == "" {
-			s.parses.push(psEntry{kind: pForward, gen: s.syncs})
+			s.pushParse(psEntry{kind: pForward, gen: s.syncs})
 			return out, 0
 		}
 		ps.clientParses++
 		if _, dup := ps.client[name]; dup {
-			s.parses.push(psEntry{kind: pDup, gen: s.syncs, name: name})
+			s.pushParse(psEntry{kind: pDup, gen: s.syncs, name: name})
 			return appendParse(out, noopStmt, dupQuery), msgLen + 1
 		}
 		st := newClientStmt(rest)
 		ps.client[name] = st
 		if s.has(st.key) {
-			s.closes.push(psEntry{kind: cAsParse, gen: s.syncs, name: name, stmt: st})
+			s.pushClose(psEntry{kind: cAsParse, gen: s.syncs, name: name, stmt: st})
 			return appendClose(out, 'S', noopStmt), msgLen + 1
 		}
 		out = ps.makeRoom(out)
 		s.add(st.key)
-		s.parses.push(psEntry{kind: pClient, gen: s.syncs, name: name, stmt: st, key: st.key})
+		s.pushParse(psEntry{kind: pClient, gen: s.syncs, name: name, stmt: st, key: st.key})
 		ps.serverParses++
 		return append(out, st.parse...), msgLen + 1
 	case 'B':
@@ -357,19 +375,19 @@ func (ps *prepState) rewrite(out []byte, typ byte, msgLen int, avail []byte) ([]
 		return finishMsg(out, p), msgLen + 1
 	case 'C':
 		if msgLen < 6 || avail[5] != 'S' {
-			s.closes.push(psEntry{kind: cForward, gen: s.syncs})
+			s.pushClose(psEntry{kind: cForward, gen: s.syncs})
 			return out, 0
 		}
 		name, _, ok := cstring(avail[6 : msgLen+1])
 		if !ok || name == "" {
-			s.closes.push(psEntry{kind: cForward, gen: s.syncs})
+			s.pushClose(psEntry{kind: cForward, gen: s.syncs})
 			return out, 0
 		}
 		if st := ps.client[name]; st != nil {
 			delete(ps.client, name)
-			s.closes.push(psEntry{kind: cClientClose, gen: s.syncs, name: name, stmt: st})
+			s.pushClose(psEntry{kind: cClientClose, gen: s.syncs, name: name, stmt: st})
 		} else {
-			s.closes.push(psEntry{kind: cForward, gen: s.syncs})
+			s.pushClose(psEntry{kind: cForward, gen: s.syncs})
 			if !hasSrvPrefix(name) {
 				return out, 0
 			}
@@ -388,7 +406,7 @@ func (ps *prepState) ensure(out []byte, st *clientStmt) []byte {
 	}
 	out = ps.makeRoom(out)
 	s.add(st.key)
-	s.parses.push(psEntry{kind: pInjected, gen: s.syncs, key: st.key})
+	s.pushParse(psEntry{kind: pInjected, gen: s.syncs, key: st.key})
 	ps.serverParses++
 	return append(out, st.parse...)
 }
@@ -399,7 +417,7 @@ func (ps *prepState) makeRoom(out []byte) []byte {
 	for ps.max > 0 && s.count() >= ps.max && s.tail != nil {
 		k := s.tail.key
 		s.remove(k)
-		s.closes.push(psEntry{kind: cEvict, gen: s.syncs, key: k})
+		s.pushClose(psEntry{kind: cEvict, gen: s.syncs, key: k})
 		out = appendClose(out, 'S', srvStmtName(k))
 	}
 	return out
@@ -480,36 +498,42 @@ func (s *serverStmts) onError(body []byte) ([]byte, bool) {
 }
 
 // onReady drops the entries that the server skipped (after an error) and
-// undoes what the pooler assumed when it sent them.
+// undoes what the pooler assumed when it sent them, latest first, so that
+// the state is as it was when the error happened.
 func (s *serverStmts) onReady(client map[string]*clientStmt) {
 	s.readies++
+	d := s.dropped[:0]
 	for s.parses.len() > 0 && s.parses.front().gen < s.readies {
-		e := s.parses.pop()
+		d = append(d, s.parses.pop())
+	}
+	for s.closes.len() > 0 && s.closes.front().gen < s.readies {
+		d = append(d, s.closes.pop())
+	}
+	if len(d) > 1 {
+		sort.Slice(d, func(i, j int) bool { return d[i].seq > d[j].seq })
+	}
+	for i := range d {
+		e := &d[i]
 		switch e.kind {
-		case pClient:
-			s.remove(e.key)
+		case pClient, cAsParse:
+			if e.kind == pClient {
+				s.remove(e.key)
+			}
 			if client[e.name] == e.stmt {
-				delete(client, e.name) // a failed Parse creates nothing
+				delete(client, e.name) // a skipped Parse creates nothing
 			}
 		case pInjected:
 			s.remove(e.key)
-		}
-	}
-	for s.closes.len() > 0 && s.closes.front().gen < s.readies {
-		e := s.closes.pop()
-		switch e.kind {
 		case cEvict:
 			s.add(e.key) // still on the server
-		case cAsParse:
-			if client[e.name] == e.stmt {
-				delete(client, e.name)
-			}
 		case cClientClose:
 			if _, ok := client[e.name]; !ok {
 				client[e.name] = e.stmt // the Close did not happen
 			}
 		}
 	}
+	clear(d)
+	s.dropped = d[:0]
 }
 
 func newClientStmt(rest []byte) *clientStmt {

@@ -274,6 +274,30 @@ func testPreparedMatchesPostgres(t *testing.T, mode string) {
 				p.SendQueryPrepared("m3", nil, nil, nil)
 			},
 		}},
+		{"evictions undone after an error", []func(p *pgconn.Pipeline){
+			func(p *pgconn.Pipeline) {
+				for i := 0; i < 3; i++ {
+					p.SendPrepare(fmt.Sprintf("h%d", i), fmt.Sprintf("SELECT 'h%d'", i), nil)
+				}
+			},
+			func(p *pgconn.Pipeline) {
+				// g1 fails to parse; g2..g4 would evict it and h0..h2.
+				p.SendPrepare("g1", "SELECT count(*) FROM pg_temp.later", nil)
+				p.SendPrepare("g2", "SELECT 'g2'", nil)
+				p.SendPrepare("g3", "SELECT 'g3'", nil)
+				p.SendPrepare("g4", "SELECT 'g4'", nil)
+			},
+			func(p *pgconn.Pipeline) {
+				p.SendQueryParams("CREATE TEMP TABLE IF NOT EXISTS later (x int)", nil, nil, nil, nil)
+			},
+			func(p *pgconn.Pipeline) {
+				p.SendPrepare("g1", "SELECT count(*) FROM pg_temp.later", nil)
+				p.SendQueryPrepared("g1", nil, nil, nil)
+				p.SendQueryPrepared("g2", nil, nil, nil)
+				p.SendQueryPrepared("h0", nil, nil, nil)
+				p.SendQueryPrepared("h2", nil, nil, nil)
+			},
+		}},
 		{"re-parse and close", []func(p *pgconn.Pipeline){
 			func(p *pgconn.Pipeline) {
 				p.SendPrepare("d1", "SELECT 1", nil)
