@@ -12,7 +12,10 @@ import (
 	"time"
 )
 
-const profileEnv = "PGWARDEN_CPUPROFILE"
+const (
+	profileEnv      = "PGWARDEN_CPUPROFILE"
+	allocProfileEnv = "PGWARDEN_ALLOCPROFILE"
+)
 
 // profileResult describes a CPU profile of pgwarden: under the 50-client
 // run, or under the Entra-token storm.
@@ -24,6 +27,11 @@ type profileResult struct {
 	TopArgs   string     `json:"top_args,omitempty"` // -top, or -top -cum
 	Top       string     `json:"top,omitempty"`
 	Run       *runResult `json:"run,omitempty"`
+	// AllocFile and AllocTop: the allocations sampled over the same run
+	// (go tool pprof -sample_index=alloc_space -top), when the binary
+	// reads PGWARDEN_ALLOCPROFILE.
+	AllocFile string `json:"alloc_file,omitempty"`
+	AllocTop  string `json:"alloc_top,omitempty"`
 }
 
 // profileSection runs pgwarden with PGWARDEN_CPUPROFILE (a CPU profile of
@@ -31,8 +39,8 @@ type profileResult struct {
 // simple, in a separate instance after the measured runs so that the
 // profiler does not touch the figures. When the Entra-token storm ran, a
 // second instance is profiled under it (its first TLS setting), to show
-// where the time of a token sign-in goes. Allocation profiles need a pprof
-// endpoint that pgwarden does not have yet.
+// where the time of a token sign-in goes. A binary that reads
+// PGWARDEN_ALLOCPROFILE also writes the allocations sampled over the run.
 func (h *harness) profileSection(ctx context.Context) error {
 	pw := h.kind("pgwarden")
 	res := &profileResult{}
@@ -81,7 +89,8 @@ func (h *harness) profiledRun(ctx context.Context, name string, opts iniOptions,
 		return err
 	}
 	profPath := filepath.Join(dir, "cpu.pprof")
-	p, err := h.startPooler(ctx, h.kind("pgwarden"), label, opts, []string{profileEnv + "=" + profPath})
+	allocPath := filepath.Join(dir, "allocs.pprof")
+	p, err := h.startPooler(ctx, h.kind("pgwarden"), label, opts, []string{profileEnv + "=" + profPath, allocProfileEnv + "=" + allocPath})
 	if err != nil {
 		return err
 	}
@@ -128,5 +137,15 @@ func (h *harness) profiledRun(ctx context.Context, name string, opts iniOptions,
 	}
 	res.TopFile = h.relToOut(topPath)
 	h.logf("profile: %s", dst)
+	if b, err := os.ReadFile(allocPath); err == nil && len(b) > 0 {
+		adst := filepath.Join(outDir, stamp+strings.TrimSuffix(suffix, "-cpu")+"-allocs.pprof")
+		if err := os.WriteFile(adst, b, 0o644); err != nil {
+			return err
+		}
+		res.AllocFile = h.relToOut(adst)
+		if top, err := exec.CommandContext(ctx, goTool(), "tool", "pprof", "-sample_index=alloc_space", "-top", "-nodecount=20", adst).Output(); err == nil {
+			res.AllocTop = string(top)
+		}
+	}
 	return nil
 }

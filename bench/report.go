@@ -559,8 +559,16 @@ func (h *harness) writeProfile(w func(string, ...any)) {
 	}
 	w("A separate pgwarden instance, started with `%s`, under `pgbench -S -M simple -c 50` for %s%s, after the measured runs. Profile: [`%s`](%s) (`go tool pprof %s %s`; the whole process life, start-up and sign-ins included). ",
 		profileEnv, h.cfg.duration, rate, p.File, p.File, cmp.Or(p.TopArgs, "-top"), p.File)
-	w("Allocation profiles: not taken; pgwarden has no pprof endpoint yet and `%s` covers CPU only.\n\n", profileEnv)
+	if p.AllocFile != "" {
+		w("Allocations over the same run: [`%s`](%s) (`%s`; `go tool pprof -sample_index=alloc_space -top %s`).\n\n", p.AllocFile, p.AllocFile, allocProfileEnv, p.AllocFile)
+	} else {
+		w("Allocation profile: not taken (this pgwarden binary does not read `%s`).\n\n", allocProfileEnv)
+	}
 	writeTop(w, p.Top)
+	if p.AllocTop != "" {
+		w("Allocations (alloc_space):\n\n")
+		writeTop(w, p.AllocTop)
+	}
 	if e := h.res.EntraProfile; e != nil {
 		w("### Under the Entra-token storm\n\n")
 		if e.File == "" {

@@ -274,6 +274,11 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		}
 		defer stop()
 	}
+	if path := os.Getenv("PGWARDEN_ALLOCPROFILE"); path != "" {
+		// The same for allocations: every allocation sampled over the
+		// run (runtime's default rate), written when pgwarden exits.
+		defer writeAllocProfile(path, log)
+	}
 	if err := srv.Listen(); err != nil {
 		log.Error("cannot start", "err", err)
 		return &exitError{1, err}
@@ -538,4 +543,18 @@ func startCPUProfile(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeAllocProfile writes the allocations sampled since the start (the
+// "allocs" profile) to path.
+func writeAllocProfile(path string, log *slog.Logger) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Error("allocation profile", "err", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		log.Error("allocation profile", "err", err)
+	}
 }
