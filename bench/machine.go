@@ -114,7 +114,8 @@ func (h *harness) settings(maxConn int) settingsInfo {
 		"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
 	}
 	for k, v := range pgSettings(maxConn, h.tls) {
-		conf[k] = v
+		// The harness's temporary directory is $WORK in the results.
+		conf[k] = strings.ReplaceAll(v, h.ws.dir, "$WORK")
 	}
 	runAs := "the invoking user"
 	if h.ws.cred != nil {

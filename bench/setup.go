@@ -281,7 +281,9 @@ func moduleRoot() (string, error) {
 // buildPgwarden builds cmd/pgwarden (no -race) into dir.
 func buildPgwarden(ctx context.Context, root, dir string) (string, error) {
 	out := filepath.Join(dir, "pgwarden")
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-o", out, "./cmd/pgwarden")
+	// -trimpath: the profiles saved beside the results name source files
+	// by module path, not by where this checkout happens to be.
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-o", out, "./cmd/pgwarden")
 	cmd.Dir = root
 	cmd.Env = cleanEnv("CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
