@@ -286,19 +286,27 @@ func (a *adminSession) wait(f func(ctx context.Context) error) error {
 	return f(ctx)
 }
 
-func (a *adminSession) cmdPause(arg, q string) []byte {
+// checkPausable runs PAUSE's and KILL's checks, in PgBouncer's order:
+// admin rights, no pooler-wide pause in force, then the database argument.
+// It returns the error reply, or nil.
+func (a *adminSession) checkPausable(arg, verb string) []byte {
 	if !a.admin {
 		return adminError(errAdminNeeded)
 	}
-	s := a.c.srv
-	if s.pools.pause.mode() != pauseNone {
+	if a.c.srv.pools.pause.mode() != pauseNone {
 		return adminError(errAlreadyPaused)
 	}
 	if arg != "" {
-		if e := a.dbArg(arg, "pause"); e != nil {
-			return e
-		}
+		return a.dbArg(arg, verb)
 	}
+	return nil
+}
+
+func (a *adminSession) cmdPause(arg, q string) []byte {
+	if e := a.checkPausable(arg, "pause"); e != nil {
+		return e
+	}
+	s := a.c.srv
 	if e := s.pools.startPause(arg); e != "" {
 		return adminError(e)
 	}
@@ -383,18 +391,10 @@ func (a *adminSession) cmdReconnect(arg, q string) []byte {
 }
 
 func (a *adminSession) cmdKill(arg, q string) []byte {
-	if !a.admin {
-		return adminError(errAdminNeeded)
+	if e := a.checkPausable(arg, "kill"); e != nil {
+		return e
 	}
 	s := a.c.srv
-	if s.pools.pause.mode() != pauseNone {
-		return adminError(errAlreadyPaused)
-	}
-	if arg != "" {
-		if e := a.dbArg(arg, "kill"); e != nil {
-			return e
-		}
-	}
 	if e := s.pools.kill(arg); e != "" {
 		return adminError(e)
 	}

@@ -205,14 +205,7 @@ func (l *iniLoader) setAudit(file string, lineNo int, key, value string) {
 	case "log_file":
 		l.c.Audit.LogFile = value
 	case "syslog":
-		switch value {
-		case "0":
-			l.c.Audit.Syslog = false
-		case "1":
-			l.c.Audit.Syslog = true
-		default:
-			bad("expected 0 or 1")
-		}
+		setBool01(&l.c.Audit.Syslog, value, bad)
 	default:
 		bad("unknown parameter: audit/" + key)
 	}
@@ -227,28 +220,33 @@ func (l *iniLoader) setMetrics(file string, lineNo int, key, value string) {
 	case "listen":
 		l.c.Metrics.Listen = value
 	case "pprof":
-		switch value {
-		case "0":
-			l.c.Metrics.Pprof = false
-		case "1":
-			l.c.Metrics.Pprof = true
-		default:
-			bad("expected 0 or 1")
-		}
+		setBool01(&l.c.Metrics.Pprof, value, bad)
 	case "stats_names":
 		l.c.Metrics.StatsNames = value
 	case "client_connections":
-		switch value {
-		case "0":
-			l.c.Metrics.NoClientConnections = true
-		case "1":
-			l.c.Metrics.NoClientConnections = false
-		default:
-			bad("expected 0 or 1")
+		var on bool
+		if setBool01(&on, value, bad) {
+			l.c.Metrics.NoClientConnections = !on
 		}
 	default:
 		bad("unknown parameter: metrics/" + key)
 	}
+}
+
+// setBool01 sets *dst from "0" or "1" (the [audit] and [metrics] booleans)
+// and reports whether value was one of them; anything else is reported
+// through bad.
+func setBool01(dst *bool, value string, bad func(string)) bool {
+	switch value {
+	case "0":
+		*dst = false
+	case "1":
+		*dst = true
+	default:
+		bad("expected 0 or 1")
+		return false
+	}
+	return true
 }
 
 // isKeyChar reports whether b may appear in a bare key.
