@@ -148,26 +148,11 @@ func (a *adminSession) countErrors(out []byte) {
 			return
 		}
 		if out[0] == 'E' {
-			a.c.srv.opts.Observer.ClientError("admin_command", errorField(out[5:1+l], 'C'))
+			_, code, _ := parseErrorFields(out[5 : 1+l])
+			a.c.srv.opts.Observer.ClientError("admin_command", code)
 		}
 		out = out[1+l:]
 	}
-}
-
-// errorField returns one field of an ErrorResponse body.
-func errorField(body []byte, field byte) string {
-	for len(body) > 0 && body[0] != 0 {
-		f := body[0]
-		v, rest, ok := cstring(body[1:])
-		if !ok {
-			return ""
-		}
-		if f == field {
-			return v
-		}
-		body = rest
-	}
-	return ""
 }
 
 func adminError(msg string) []byte {

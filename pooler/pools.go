@@ -516,19 +516,11 @@ func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], e
 		main, reserve := p.mu.main, p.mu.reserve
 		p.mu.Unlock()
 		cfg := p.srv.cfg.Load()
-		// Fast path: an idle server, taken without arming a timer. (Only
-		// when one is idle: TryAcquire on an empty pool would start a
-		// construction in the background.)
+		if res := p.tryIdle(); res != nil {
+			return res, nil
+		}
 		var res *puddle.Resource[*serverConn]
 		var err error
-		if main.Stat().IdleResources() > 0 {
-			if res, err = main.TryAcquire(context.Background()); err == nil {
-				if p.usable(res) {
-					return res, nil
-				}
-				continue
-			}
-		}
 		if reserve != nil && cfg.ReservePoolTimeout > 0 {
 			rctx, cancel := context.WithTimeout(ctx, cfg.ReservePoolTimeout)
 			res, err = main.Acquire(rctx)

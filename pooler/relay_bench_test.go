@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -181,7 +182,7 @@ func BenchmarkSignIn(b *testing.B) {
 			return err
 		}
 		// AuthenticationCleartextPassword is 9 bytes.
-		if _, err := readFull(conn, buf[:9]); err != nil {
+		if _, err := io.ReadFull(conn, buf[:9]); err != nil {
 			return err
 		}
 		if buf[0] != 'R' || binary.BigEndian.Uint32(buf[5:]) != 3 {
@@ -207,16 +208,4 @@ func BenchmarkSignIn(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-func readFull(conn net.Conn, p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		k, err := conn.Read(p[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
