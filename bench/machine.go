@@ -121,6 +121,10 @@ func (h *harness) settings(maxConn int) settingsInfo {
 	if h.ws.cred != nil {
 		runAs = "uid " + strconv.Itoa(h.ws.uid) + " (PostgreSQL, PgBouncer and pgwarden alike)"
 	}
+	gomaxprocs := "unset (Go default: all " + strconv.Itoa(runtime.NumCPU()) + " cores)"
+	if h.cfg.gomaxprocs > 0 {
+		gomaxprocs = strconv.Itoa(h.cfg.gomaxprocs)
+	}
 	return settingsInfo{
 		PoolSize:       poolSize,
 		Scale:          scale,
@@ -130,7 +134,7 @@ func (h *harness) settings(maxConn int) settingsInfo {
 		PoolerINI:      map[string]string{},
 		RunAs:          runAs,
 		NoFile:         h.res.NoFile,
-		Gomaxprocs:     "unset (Go default: all " + strconv.Itoa(runtime.NumCPU()) + " cores)",
+		Gomaxprocs:     gomaxprocs,
 	}
 }
 

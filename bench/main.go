@@ -59,6 +59,7 @@ type config struct {
 	pgwardenBin   string
 	note          string
 	directMax     int
+	gomaxprocs    int
 }
 
 const (
@@ -90,6 +91,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.pgwardenBin, "pgwarden", "", "pgwarden binary (default: go build ./cmd/pgwarden)")
 	fs.StringVar(&c.note, "note", "", "a note printed at the top of RESULTS.md (e.g. about machine load)")
 	fs.IntVar(&c.directMax, "direct-max", 1000, "largest client count run directly against PostgreSQL")
+	fs.IntVar(&c.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS for pgwarden (default: unset, Go's default of every core)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./bench [flags]\n\nEnvironment: %s (a pgbouncer git checkout: also bench PgBouncer's newest release, built from it), %s (its tag), %s (a prebuilt upstream pgbouncer).\n\nFlags:\n", envUpstreamGit, envUpstreamTag, envUpstreamBin)
 		fs.PrintDefaults()

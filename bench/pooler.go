@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -163,7 +164,11 @@ func (h *harness) startPooler(ctx context.Context, kind *poolerKind, label strin
 		// -q: log to the logfile only, for both poolers.
 		cmd := h.ws.serverCmd(kind.binary, "-q", p.iniPath)
 		cmd.Dir = dir
-		cmd.Env = cleanEnv(env...)
+		penv := env
+		if kind.name == "pgwarden" && h.cfg.gomaxprocs > 0 {
+			penv = append(penv[:len(penv):len(penv)], "GOMAXPROCS="+strconv.Itoa(h.cfg.gomaxprocs))
+		}
+		cmd.Env = cleanEnv(penv...)
 		p.proc, err = startChild(label+"/"+kind.name, cmd, filepath.Join(dir, "stderr.log"))
 		if err != nil {
 			return nil, err

@@ -23,7 +23,10 @@ import (
 // pool; whoever holds its puddle resource (a session, the janitor or the
 // welcome fetch) owns it exclusively and must either Release or Destroy it.
 type serverConn struct {
-	conn    net.Conn
+	conn net.Conn
+	// sio is conn's raw reader and writer when conn is a plain socket
+	// (rawio_linux.go); the hot path's reads and writes go through it.
+	sio     *sockIO
 	pool    *pool
 	target  string // network address, for cancels
 	network string
@@ -122,6 +125,9 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 				return nil, &loginFailure{ServerFailConnectQuery, err}
 			}
 		}
+	}
+	if !sc.tlsOn {
+		sc.sio = newSockIO(sc.conn)
 	}
 	return sc, nil
 }
@@ -450,4 +456,20 @@ func (sc *serverConn) drainToReady() error {
 			return fmt.Errorf("%w: unexpected COPY", errServerBroken)
 		}
 	}
+}
+
+// read reads from the server (the hot path's reads).
+func (sc *serverConn) read(b []byte) (int, error) {
+	if sc.sio != nil {
+		return sc.sio.read(b)
+	}
+	return sc.conn.Read(b)
+}
+
+// write writes all of b to the server (the hot path's writes).
+func (sc *serverConn) write(b []byte) (int, error) {
+	if sc.sio != nil {
+		return sc.sio.write(b)
+	}
+	return sc.conn.Write(b)
 }

@@ -26,10 +26,15 @@ import (
 // relay.go) reads from that server and writes to this client. Fields under
 // mu are shared between the two.
 type clientConn struct {
-	srv    *Server
-	cfg    *config.Config // config at accept; timeouts are re-read per use
-	conn   net.Conn       // the client socket, TLS-wrapped after SSLRequest
-	raw    net.Conn       // the socket under TLS
+	srv  *Server
+	cfg  *config.Config // config at accept; timeouts are re-read per use
+	conn net.Conn       // the client socket, TLS-wrapped after SSLRequest
+	// sio is conn's raw reader and writer when conn is a plain socket
+	// (rawio_linux.go), made by the session goroutine when it first
+	// reads and dropped when the client parks; set and read by others
+	// under writeMu.
+	sio    *sockIO
+	raw    net.Conn // the socket under TLS
 	unix   bool
 	tls    bool
 	remote string
@@ -593,4 +598,27 @@ func (c *clientConn) stopReasonLocked() *pgError {
 		return c.mu.stopErr
 	}
 	return newError(codeShuttingDown, "")
+}
+
+// read reads from the client: the session goroutine's reads.
+func (c *clientConn) read(b []byte) (int, error) {
+	s := c.sio
+	if s == nil && !c.tls {
+		s = newSockIO(c.conn)
+		c.writeMu.Lock()
+		c.sio = s
+		c.writeMu.Unlock()
+	}
+	if s != nil {
+		return s.read(b)
+	}
+	return c.conn.Read(b)
+}
+
+// write writes b to the client; the caller holds writeMu.
+func (c *clientConn) write(b []byte) (int, error) {
+	if c.sio != nil {
+		return c.sio.write(b)
+	}
+	return c.conn.Write(b)
 }

@@ -214,7 +214,7 @@ func (c *clientConn) readIdle() ([]byte, error) {
 			c.idleSince.Store(time.Now().UnixNano())
 			c.parkState.Store(parkIdleRead)
 		}
-		n, err := c.conn.Read(c.idleBufp[:])
+		n, err := c.read(c.idleBufp[:])
 		if !c.parkable || c.parkState.Swap(parkRunning) != parkPoked {
 			if n == 0 && err != nil {
 				return nil, c.readError(err)
@@ -258,6 +258,9 @@ func (c *clientConn) park() bool {
 	}
 	idleBufPool.Put(c.idleBufp)
 	c.idleBufp = nil
+	c.writeMu.Lock()
+	c.sio = nil // a parked client holds nothing; its next session makes a new one
+	c.writeMu.Unlock()
 	again := c.parkRegistered
 	if !again {
 		c.parkRegistered = true

@@ -149,7 +149,7 @@ func (c *clientConn) runSession() (err error) {
 				bufp = getBuf()
 				buf = *bufp
 			}
-			n, err := c.conn.Read(buf[w:])
+			n, err := c.read(buf[w:])
 			if n == 0 && err != nil {
 				return c.readError(err)
 			}
@@ -415,7 +415,7 @@ func (c *clientConn) forward(att *attachment, b []byte) error {
 	if len(b) == 0 || att == nil {
 		return nil
 	}
-	if _, err := att.sc.conn.Write(b); err != nil {
+	if _, err := att.sc.write(b); err != nil {
 		// The pump sees the broken server and ends the client.
 		return newError(codeServerConnCrashed, "")
 	}
@@ -818,7 +818,7 @@ func (c *clientConn) driveInline(att *attachment) error {
 			if qt > 0 {
 				_ = sc.conn.SetReadDeadline(time.Unix(0, c.requestTime.Load()).Add(qt))
 			}
-			n, err := sc.conn.Read(buf[ss.w:])
+			n, err := sc.read(buf[ss.w:])
 			if n == 0 && err != nil {
 				var ne net.Error
 				if qt > 0 && errors.As(err, &ne) && ne.Timeout() {
@@ -931,7 +931,7 @@ func (c *clientConn) pump(att *attachment) {
 				}
 				c.mu.Unlock()
 			}
-			n, err := sc.conn.Read(buf[ss.w:])
+			n, err := sc.read(buf[ss.w:])
 			if n == 0 && err != nil {
 				c.pumpEnded(att, err, qt)
 				return
@@ -1155,7 +1155,7 @@ func (c *clientConn) releaseAfterSession(att *attachment) {
 // writeClient writes b to the client under writeMu.
 func (c *clientConn) writeClient(b []byte, p *pool) error {
 	c.writeMu.Lock()
-	_, err := c.conn.Write(b)
+	_, err := c.write(b)
 	c.writeMu.Unlock()
 	if err != nil {
 		return &clientWriteError{err}

@@ -1,0 +1,135 @@
+//go:build linux
+
+package pooler
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// sockIO reads and writes a plain (non-TLS) TCP or Unix socket for the
+// relay's hot path. It goes through the socket's own poller (syscall.RawConn),
+// so deadlines, Close and the goroutine's parking while the socket is not
+// ready behave exactly as with net.Conn's Read and Write; only the system
+// call itself is made without the runtime's syscall bookkeeping (the socket
+// is non-blocking, so the call never blocks).
+//
+// Why: with net.Conn, every read(2) and write(2) enters the runtime's
+// syscall state, and when the process had gone idle between two requests
+// (every Go P idle, the usual case for a pooler that waits on its clients)
+// that entry wakes the runtime's monitor thread, which then spins in short
+// sleeps until the process idles again. With one client that is most of
+// the pooler's CPU per transaction (bench/RESULTS.md has the profiles).
+//
+// One goroutine reads and one writes at a time (the owner's rules for the
+// connection already say so); the closures are bound once, so a call does
+// not allocate.
+type sockIO struct {
+	rc  syscall.RawConn
+	net string
+
+	rbuf    []byte
+	rn      int
+	rerr    syscall.Errno
+	readFn  func(fd uintptr) bool
+	wbuf    []byte
+	werr    syscall.Errno
+	writeFn func(fd uintptr) bool
+}
+
+// newSockIO returns the raw reader and writer of conn, or nil when conn is
+// not a plain socket (TLS, or anything else): callers then use conn itself.
+func newSockIO(conn net.Conn) *sockIO {
+	var sc syscall.Conn
+	nw := "tcp"
+	switch c := conn.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc, nw = c, "unix"
+	default:
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	s := &sockIO{rc: rc, net: nw}
+	s.readFn = s.doRead
+	s.writeFn = s.doWrite
+	return s
+}
+
+func (s *sockIO) doRead(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		switch e {
+		case 0:
+			s.rn = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.rerr = e
+			return true
+		}
+	}
+}
+
+func (s *sockIO) doWrite(fd uintptr) bool {
+	for len(s.wbuf) > 0 {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&s.wbuf[0])), uintptr(len(s.wbuf)))
+		switch e {
+		case 0:
+			s.wbuf = s.wbuf[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werr = e
+			return true
+		}
+	}
+	return true
+}
+
+// read is net.Conn's Read: at least one byte, or an error (io.EOF when the
+// peer closed).
+func (s *sockIO) read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	s.rbuf, s.rn, s.rerr = b, 0, 0
+	err := s.rc.Read(s.readFn)
+	n, e := s.rn, s.rerr
+	s.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case e != 0:
+		return 0, &net.OpError{Op: "read", Net: s.net, Err: os.NewSyscallError("read", e)}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// write is net.Conn's Write: all of b, or an error.
+func (s *sockIO) write(b []byte) (int, error) {
+	s.wbuf, s.werr = b, 0
+	err := s.rc.Write(s.writeFn)
+	left, e := len(s.wbuf), s.werr
+	s.wbuf = nil
+	switch {
+	case err != nil:
+		return len(b) - left, err
+	case e != 0:
+		return len(b) - left, &net.OpError{Op: "write", Net: s.net, Err: os.NewSyscallError("write", e)}
+	}
+	return len(b), nil
+}
