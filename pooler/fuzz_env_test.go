@@ -57,12 +57,12 @@ const fuzzReadTimeout = 20 * time.Second
 const maxFuzzAlloc = 48 << 20
 
 type fuzzEnv struct {
-	dir      string
-	certFile string
-	keyFile  string
-	serverTLS *tls.Config // for the hostile server's side of a TLS handshake
-	ln       net.Listener // the fuzz clients' way in
-	quiet    *slog.Logger
+	dir       string
+	certFile  string
+	keyFile   string
+	serverTLS *tls.Config  // for the hostile server's side of a TLS handshake
+	ln        net.Listener // the fuzz clients' way in
+	quiet     *slog.Logger
 }
 
 func newFuzzEnv(tb testing.TB) *fuzzEnv {
