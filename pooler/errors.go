@@ -144,11 +144,29 @@ func (e *pgError) clientMessage() string {
 	return info.message
 }
 
+// clientSQLState is the SQLSTATE the client gets: the override when it is
+// a well-formed one (a broken or hostile server may send anything in its
+// error's C field, and the pooler passes a server's login error on), else
+// the code's own.
 func (e *pgError) clientSQLState() string {
-	if e.sqlstate != "" {
+	if validSQLState(e.sqlstate) {
 		return e.sqlstate
 	}
 	return codeTable[e.code].sqlstate
+}
+
+// validSQLState reports whether s is a SQLSTATE: five digits or upper-case
+// ASCII letters.
+func validSQLState(s string) bool {
+	if len(s) != 5 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 func containsVerb(s string) bool {

@@ -291,18 +291,6 @@ func checkPoolerError(t *testing.T, body []byte) (sqlstate, msg string) {
 	return code, msg
 }
 
-func validSQLState(s string) bool {
-	if len(s) != 5 {
-		return false
-	}
-	for i := 0; i < 5; i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'A' || c > 'Z') {
-			return false
-		}
-	}
-	return true
-}
 
 // nextFrame splits the next message the fuzz input holds for the other
 // side: a type byte and a length that counts itself. When the length is
