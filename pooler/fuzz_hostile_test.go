@@ -219,14 +219,16 @@ func (hc *hostileConn) clientNonce() (string, bool) {
 }
 
 // play writes the script frame by frame (nextFrame), putting the pooler's
-// SCRAM nonce in place of {nonce}, then closes its write side and reads
-// until the pooler hangs up.
+// SCRAM nonce in place of {nonce} once a SASL request was sent (before
+// that the pooler has no nonce to wait for), then closes its write side
+// and reads until the pooler hangs up.
 func (hc *hostileConn) play(script []byte) {
 	nonce := ""
+	saslAsked := false // the pooler was sent a SASL request: its nonce comes
 	for len(script) > 0 {
 		var frame []byte
 		frame, script = nextFrame(script)
-		if bytes.Contains(frame, []byte("{nonce}")) {
+		if saslAsked && bytes.Contains(frame, []byte("{nonce}")) {
 			if nonce == "" {
 				var ok bool
 				if nonce, ok = hc.clientNonce(); !ok {
@@ -237,6 +239,9 @@ func (hc *hostileConn) play(script []byte) {
 		}
 		if _, err := hc.conn.Write(frame); err != nil {
 			break
+		}
+		if len(frame) >= 9 && frame[0] == 'R' && binary.BigEndian.Uint32(frame[5:9]) == 10 {
+			saslAsked = true
 		}
 	}
 	hc.finish()
