@@ -81,6 +81,9 @@ type clientConn struct {
 	// writeMu serialises writes to the client socket (server pumps and the
 	// session goroutine may both write).
 	writeMu sync.Mutex
+	// midMessage is set while the server bytes written to the client end
+	// inside a message (its body is still to come); under writeMu.
+	midMessage bool
 
 	mu struct {
 		sync.Mutex
@@ -243,15 +246,24 @@ func (c *clientConn) reportError(err error) {
 	c.srv.log.Debug("client connection ended", "client", c.remote, "err", err)
 }
 
+// sendFatal sends pe as a FATAL ErrorResponse, unless the client is in the
+// middle of a server message that will now never be finished (the server
+// connection died inside it, or the client is being ended while results
+// stream): an ErrorResponse there would be read as the rest of that
+// message, so the close that follows is all the client gets.
 func (c *clientConn) sendFatal(pe *pgError) {
-	if c.srv.opts.Observer != nil {
-		c.srv.opts.Observer.ClientError(pe.code.String(), pe.clientSQLState())
-	}
 	b := appendErrorResponse(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage())
 	c.writeMu.Lock()
+	if c.midMessage {
+		c.writeMu.Unlock()
+		return
+	}
 	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.conn.Write(b)
 	c.writeMu.Unlock()
+	if c.srv.opts.Observer != nil {
+		c.srv.opts.Observer.ClientError(pe.code.String(), pe.clientSQLState())
+	}
 }
 
 // kill closes the client with err as its FATAL message (admin KILL,
