@@ -448,7 +448,10 @@ func (sc *serverConn) drainToReady() error {
 				first = &serverError{severity: sev, code: code, msg: msg}
 			}
 		case 'Z':
-			if len(body) == 1 && body[0] != 'I' {
+			if len(body) != 1 {
+				return fmt.Errorf("%w: ReadyForQuery of %d bytes", errServerBroken, len(body))
+			}
+			if body[0] != 'I' {
 				return fmt.Errorf("%w: server left in transaction state %q", errServerBroken, body[0])
 			}
 			return first

@@ -685,6 +685,12 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 				c.commandTag(att, buf[ss.r+5:ss.r+1+l])
 			}
 		case 'Z':
+			if l != 5 {
+				// Acting on it would take 6 bytes of a longer
+				// message and leave the client and the pooler out of
+				// step with the server.
+				return scanBad, readyKeep
+			}
 			if ss.w-ss.r < 6 {
 				return scanNeedRead, readyKeep
 			}
