@@ -40,7 +40,7 @@ func newBackendEnv(tb testing.TB) *backendEnv {
 		"fz_tx = host=127.0.0.1 port=%[1]d dbname=fz pool_mode=transaction\n"+
 		"fz_session = host=127.0.0.1 port=%[1]d dbname=fz pool_mode=session\n"+
 		"fz_stmt = host=127.0.0.1 port=%[1]d dbname=fz pool_mode=statement\n"+
-		"[pgbouncer]\nauth_type = trust\nmax_prepared_statements = 4\nserver_reset_query = DISCARD ALL\n%s", p, common))
+		"[pgbouncer]\nauth_type = trust\nserver_tls_sslmode = disable\nmax_prepared_statements = 4\nserver_reset_query = DISCARD ALL\n%s", p, common))
 	return e
 }
 
@@ -67,11 +67,11 @@ func signIn(t *testing.T, c net.Conn, user, password, database string) (r *wireR
 		}
 		switch typ {
 		case 'E':
-			code, _ := checkPoolerError(t, body)
+			code, msg := checkPoolerError(t, body)
 			if extra := r.rest(); len(extra) > 0 {
 				t.Fatalf("%q after a FATAL error", extra)
 			}
-			return r, false, code
+			return r, false, code + " " + msg
 		case 'R':
 			if len(body) < 4 {
 				t.Fatalf("authentication request %q", body)
@@ -241,4 +241,169 @@ func boolIndex(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// relayScript is what the client of FuzzServerRelay does once signed in.
+type relayScript struct {
+	name     string
+	database string
+	request  []byte // sent at once
+	syncs    int    // ReadyForQuery messages the request asks for
+	flush    bool   // request ends in Flush; a Sync follows the first answer
+}
+
+func relayScripts() []relayScript {
+	parse := func(name, sql string) []byte { return fuzzMessage('P', cstr(name), cstr(sql), []byte{0, 0}) }
+	bind := func(stmt string) []byte {
+		return fuzzMessage('B', cstr(""), cstr(stmt), []byte{0, 0}, []byte{0, 0}, []byte{0, 0})
+	}
+	exec := fuzzMessage('E', cstr(""), be32(0))
+	describe := fuzzMessage('D', []byte{'P'}, cstr(""))
+	sync := fuzzMessage('S')
+	query := fuzzMessage('Q', cstr("SELECT 1"))
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	return []relayScript{
+		{"simple query, transaction mode", "fz_tx", query, 1, false},
+		{"named statements, two batches", "fz_tx", cat(parse("s1", "SELECT $1"), bind("s1"), describe, exec, sync, bind("s1"), exec, sync), 2, false},
+		{"simple query, session mode", "fz_session", query, 1, false},
+		{"simple query, statement mode", "fz_stmt", query, 1, false},
+		{"Flush before Sync", "fz_tx", cat(parse("s2", "SELECT 2"), bind("s2"), exec, fuzzMessage('H')), 1, true},
+		{"COPY FROM STDIN", "fz_tx", fuzzMessage('Q', cstr("COPY t FROM STDIN")), 1, false},
+		{"unnamed statement, session mode", "fz_session", cat(parse("", "SELECT 1"), bind(""), exec, sync), 1, false},
+		{"DEALLOCATE ALL and a named statement", "fz_tx", cat(fuzzMessage('Q', cstr("DEALLOCATE ALL")), parse("s3", "SELECT 3"), sync), 2, false},
+	}
+}
+
+// FuzzServerRelay: a client signed in to a server that logged in
+// properly sends a request (script picks one of relayScripts: simple and
+// extended protocol, named prepared statements that the pooler renames,
+// each pool mode, Flush, COPY), and the server answers with the input. The
+// server is read by the relay's scanner, inline or by the pump.
+//
+// Checked: no panic, no hang; the client receives whole messages (the
+// server's, forwarded, and the pooler's own) and the connection ends
+// cleanly, or with a reset when the pooler closed with our bytes unread;
+// bounded allocation, whatever the server's length fields say.
+//
+//	go test -run '^$' -fuzz '^FuzzServerRelay$' ./pooler/
+func FuzzServerRelay(f *testing.F) {
+	env := newBackendEnv(f)
+	for _, s := range serverRelaySeeds() {
+		f.Add(s.data, s.variant)
+	}
+	scripts := relayScripts()
+	f.Fuzz(func(t *testing.T, answer []byte, script uint8) {
+		defer fuzzwatch.Watchdog(0, "FuzzServerRelay")()
+		sc := scripts[int(script)%len(scripts)]
+		done := allocGuard(t)
+		s := env.server(t, env.relay)
+		env.hostile.serve(t, func(c net.Conn) {
+			hc := env.hostile.accept(c, false, 0)
+			if hc == nil {
+				return
+			}
+			if _, err := hc.conn.Write(loginOK()); err != nil {
+				return
+			}
+			// The answer goes out once the request is there.
+			if _, ok := hc.waitFor(func(m poolerMsg) bool { return m.typ == 'Q' || m.typ == 'S' || m.typ == 'H' }); !ok {
+				return
+			}
+			hc.play(answer)
+		})
+		c := env.client(t, s)
+		r, ok, fatal := signIn(t, c, "alice", fuzzAlicePw, sc.database)
+		if !ok {
+			t.Fatalf("%s: sign-in failed (%s)", sc.name, fatal)
+		}
+		writeQuiet(c, sc.request)
+		// The server may cut its last message short; the client then
+		// gets that much of it and the close, nothing else.
+		r.tailOK = func(tail []byte) bool { return bytes.Contains(answer, tail) }
+		runRelayClient(t, c, r, sc)
+		c.Close()
+		s.wg.Wait()
+		done()
+	})
+}
+
+// runRelayClient reads the answer to sc's request, sending CopyData and
+// CopyDone when the pooler asks for them and the Sync after a Flush, and
+// leaves with Terminate once every request is answered.
+func runRelayClient(t *testing.T, c net.Conn, r *wireReader, sc relayScript) {
+	ready := 0
+	synced := !sc.flush
+	for {
+		typ, body, ok := r.message()
+		if !ok {
+			return
+		}
+		switch typ {
+		case 'Z':
+			ready++
+		case 'G':
+			writeQuiet(c, fuzzMessage('d', []byte("1\n")))
+			writeQuiet(c, fuzzMessage('c'))
+		case 'E':
+			if sev, _, _ := parseErrorFields(body); sev == "FATAL" {
+				// The server's or the pooler's. After the server's,
+				// the pooler may add its own (server conn crashed?);
+				// then the connection closes.
+				for {
+					typ, body, ok := r.message()
+					if !ok {
+						return
+					}
+					if typ != 'E' {
+						t.Fatalf("%q after a FATAL error", typ)
+					}
+					checkPoolerError(t, body)
+				}
+			}
+		}
+		if !synced {
+			writeQuiet(c, fuzzMessage('S'))
+			synced = true
+		}
+		if ready >= sc.syncs {
+			writeQuiet(c, fuzzMessage('X'))
+			r.rest()
+			return
+		}
+	}
+}
+
+func serverRelaySeeds() []backendSeed {
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	rowDesc := fuzzMessage('T', []byte{0, 1}, cstr("?column?"), be32(0), []byte{0, 0}, be32(23), []byte{0, 4}, be32(-1), []byte{0, 0})
+	row := fuzzMessage('D', []byte{0, 1}, be32(1), []byte("1"))
+	selectOne := cat(rowDesc, row, fuzzMessage('C', cstr("SELECT 1")))
+	parseDone, bindDone := fuzzMessage('1'), fuzzMessage('2')
+	return []backendSeed{
+		{cat(selectOne, readyFor('I')), 0},
+		{cat(parseDone, bindDone, rowDesc, row, fuzzMessage('C', cstr("SELECT 1")), readyFor('I'), bindDone, row, fuzzMessage('C', cstr("SELECT 1")), readyFor('I')), 1},
+		{cat(parseDone, errResp("ERROR", "42P05", `prepared statement "s1" already exists`), readyFor('I'), bindDone, readyFor('I')), 1},
+		{cat(selectOne, fuzzMessage('A', be32(7), cstr("chan"), cstr("payload")), readyFor('I')), 2},
+		{cat(fuzzMessage('C', cstr("BEGIN")), readyFor('T')), 3},
+		{cat(parseDone, bindDone, row, fuzzMessage('C', cstr("SELECT 1")), readyFor('I')), 4},
+		{cat(fuzzMessage('G', []byte{0}, []byte{0, 1}, []byte{0, 0}), fuzzMessage('C', cstr("COPY 1")), readyFor('I')), 5},
+		{cat(parseDone, bindDone, row, fuzzMessage('C', cstr("SELECT 1")), readyFor('I')), 6},
+		{cat(fuzzMessage('C', cstr("DEALLOCATE ALL")), readyFor('I'), parseDone, readyFor('I')), 7},
+		// ParameterStatus changes, a notice, an error inside a
+		// transaction, a FATAL from the server.
+		{cat(paramStatus("TimeZone", "Europe/Paris"), paramStatus("search_path", "x"), fuzzMessage('N', []byte("SNOTICE\x00Mhi\x00\x00")), selectOne, readyFor('I')), 0},
+		{cat(errResp("ERROR", "22012", "division by zero"), readyFor('E')), 0},
+		{errResp("FATAL", "57P01", "terminating connection due to administrator command"), 0},
+		// Broken framing: a length below 4, a message cut short, a
+		// ReadyForQuery with no status, bytes after the last one, a
+		// 1 GiB DataRow and ParameterStatus.
+		{cat(rowDesc, []byte{'D', 0, 0, 0, 3}), 0},
+		{cat(rowDesc, row[:8]), 0},
+		{cat(selectOne, []byte{'Z', 0, 0, 0, 4}), 0},
+		{cat(selectOne, readyFor('I'), row), 0},
+		{cat(rowDesc, []byte{'D'}, be32(1<<30), []byte{0, 1}), 2},
+		{cat([]byte{'S'}, be32(1<<30), []byte("TimeZone")), 0},
+		{cat(parseDone, []byte{'1', 0, 0, 0, 5, 0}), 1},
+		{cat([]byte{'E'}, be32(1<<30)), 1},
+	}
 }
