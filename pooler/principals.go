@@ -96,8 +96,18 @@ func (s *Server) refreshPrincipals(ctx context.Context, cfg *config.Config, es *
 		return err
 	}
 	p.release(res)
-	var found []authn.Principal
-	var problems error
+	found, problems := principalsFromRows(rows, builtin)
+	if problems != nil {
+		s.log.Warn("entra principal_query: some rows were skipped", "err", problems)
+	}
+	return es.mergePrincipals(s, cfg, found)
+}
+
+// principalsFromRows reads principal_query's rows: with the built-in
+// pgaadauth query, security labels (role, provider, label); otherwise role,
+// oid, type and an optional admin flag. Rows that do not fit are skipped
+// and described in problems.
+func principalsFromRows(rows [][]*string, builtin bool) (found []authn.Principal, problems error) {
 	if builtin {
 		labels := make([]authn.SecurityLabel, 0, len(rows))
 		for _, r := range rows {
@@ -105,21 +115,17 @@ func (s *Server) refreshPrincipals(ctx context.Context, cfg *config.Config, es *
 				labels = append(labels, authn.SecurityLabel{Role: *r[0], Provider: *r[1], Label: *r[2]})
 			}
 		}
-		found, problems = authn.PrincipalsFromSecurityLabels(labels)
-	} else {
-		for i, r := range rows {
-			if len(r) < 3 || r[0] == nil || r[1] == nil || r[2] == nil {
-				problems = errors.Join(problems, fmt.Errorf("principal_query row %d: want role, oid, type[, admin] without NULLs", i+1))
-				continue
-			}
-			admin := len(r) > 3 && r[3] != nil && (*r[3] == "t" || *r[3] == "true" || *r[3] == "1")
-			found = append(found, authn.Principal{Role: *r[0], OID: strings.ToLower(*r[1]), Type: strings.ToLower(*r[2]), Admin: admin, Source: "principal_query"})
+		return authn.PrincipalsFromSecurityLabels(labels)
+	}
+	for i, r := range rows {
+		if len(r) < 3 || r[0] == nil || r[1] == nil || r[2] == nil {
+			problems = errors.Join(problems, fmt.Errorf("principal_query row %d: want role, oid, type[, admin] without NULLs", i+1))
+			continue
 		}
+		admin := len(r) > 3 && r[3] != nil && (*r[3] == "t" || *r[3] == "true" || *r[3] == "1")
+		found = append(found, authn.Principal{Role: *r[0], OID: strings.ToLower(*r[1]), Type: strings.ToLower(*r[2]), Admin: admin, Source: "principal_query"})
 	}
-	if problems != nil {
-		s.log.Warn("entra principal_query: some rows were skipped", "err", problems)
-	}
-	return es.mergePrincipals(s, cfg, found)
+	return found, problems
 }
 
 // mergePrincipals installs the configured principals plus those found by
@@ -191,6 +197,11 @@ func parseDataRow(body []byte) ([]*string, error) {
 	}
 	n := int(binary.BigEndian.Uint16(body))
 	rest := body[2:]
+	if n > len(rest)/4 {
+		// Each column takes at least its length word: do not let the
+		// count alone size the row.
+		return nil, errors.New("short DataRow")
+	}
 	row := make([]*string, n)
 	for i := 0; i < n; i++ {
 		if len(rest) < 4 {
