@@ -168,8 +168,8 @@ type backendSeed struct {
 
 // Server messages for seeds.
 func authReq(kind int, extra ...byte) []byte { return fuzzMessage('R', be32(kind), extra) }
-func paramStatus(k, v string) []byte      { return fuzzMessage('S', cstr(k), cstr(v)) }
-func readyFor(status byte) []byte         { return fuzzMessage('Z', []byte{status}) }
+func paramStatus(k, v string) []byte         { return fuzzMessage('S', cstr(k), cstr(v)) }
+func readyFor(status byte) []byte            { return fuzzMessage('Z', []byte{status}) }
 func errResp(sev, code, msg string) []byte {
 	return fuzzMessage('E', []byte("S"), cstr(sev), []byte("V"), cstr(sev), []byte("C"), cstr(code), []byte("M"), cstr(msg), []byte{0})
 }

@@ -294,7 +294,6 @@ func checkPoolerError(t *testing.T, body []byte) (sqlstate, msg string) {
 	return code, msg
 }
 
-
 // nextFrame splits the next message the fuzz input holds for the other
 // side: a type byte and a length that counts itself. When the length is
 // bad or runs past the input, the rest of the input is one "message" (it is
