@@ -2,7 +2,8 @@
 // engine reports a worker that stops making progress only as a falling
 // exec rate, never as a failure, and does not say which input is stuck; a
 // worker that panics, though, has its input saved to testdata/fuzz as a
-// failing case. Every fuzz target of pgwarden arms a Watchdog per input.
+// failing case. pgwarden's fuzz targets that wait on sockets, files or
+// timers arm a Watchdog per input.
 package fuzzwatch
 
 import (
