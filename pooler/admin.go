@@ -91,6 +91,12 @@ func (a *adminSession) run() error {
 	for {
 		t, body, err := a.rd.readMessage()
 		if err != nil {
+			switch {
+			case errors.Is(err, errMessageTooLarge):
+				return newError(codeMessageTooLarge, "console messages are limited to 1 MiB")
+			case errors.Is(err, errBadMessageLength):
+				return newError(codeProtocolViolation, "invalid message length")
+			}
 			return err
 		}
 		switch t {

@@ -165,8 +165,11 @@ func (ex *AuthExchange) SASLFinal(data []byte) error {
 func (ex *AuthExchange) readResponse() ([]byte, error) {
 	t, body, err := ex.rd.readMessage()
 	if err != nil {
-		if errors.Is(err, errMessageTooLarge) {
+		switch {
+		case errors.Is(err, errMessageTooLarge):
 			return nil, newError(codeMessageTooLarge, "password message longer than 64 KiB")
+		case errors.Is(err, errBadMessageLength):
+			return nil, newError(codeProtocolViolation, "invalid message length")
 		}
 		return nil, err
 	}
