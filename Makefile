@@ -11,6 +11,9 @@
 #   make image         the container image (deploy/container; podman, buildah or docker)
 #   make check-deploy  the Helm chart's checks (deploy/check, a Go module of its own:
 #                      helm lint and template, strict decoding, config validation)
+#   make fuzz          every Go fuzz target, FUZZTIME each (default 10m), one after
+#                      the other; per-target figures on stdout and as JSON in FUZZJSON
+#   make fuzz-short    the same for 10s a target (what CI runs)
 #
 # PKGS narrows vet/test/lint, e.g. `make test PKGS=./pooler/pgtest/`.
 #
@@ -23,7 +26,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := build
-.PHONY: test build demo deps lint staticcheck bench bench-full image check-deploy
+.PHONY: test build demo deps lint staticcheck bench bench-full image check-deploy fuzz fuzz-short
 
 # deps installs what a fresh Debian machine lacks (PostgreSQL server and
 # client, pgbench, make/gcc) with apt, as .ci/run does; it does nothing when
@@ -69,3 +72,22 @@ image:
 # out of the main one), so ./... above does not reach it.
 check-deploy:
 	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# Fuzzing (see README, Testing): internal/fuzzrun finds the FuzzXxx targets,
+# runs `go test -fuzz` on each for FUZZTIME with FUZZPARALLEL workers, and
+# writes executions, new interesting inputs, corpus size and any failing
+# input per target to FUZZJSON. A failing input is saved under the
+# package's testdata/fuzz/FuzzXxx and the target fails. FUZZRUN narrows
+# the targets by regexp, e.g. `make fuzz FUZZTIME=1m FUZZRUN=FuzzStartup`.
+# The pooler package's targets start a throwaway PostgreSQL (like its
+# tests), in each fuzzing process.
+FUZZTIME     ?= 10m
+FUZZPARALLEL ?= 1
+FUZZJSON     ?= bin/fuzz-results.json
+FUZZRUN      ?=
+
+fuzz: deps
+	$(GO) run ./internal/fuzzrun -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) -json $(FUZZJSON) $(if $(FUZZRUN),-run '$(FUZZRUN)')
+
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=10s FUZZJSON=bin/fuzz-short.json
