@@ -87,10 +87,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 		return nil, &loginFailure{ServerFailBackendToken, err}
 	}
 	network, addr := serverAddress(cfg, db, p.nextHost())
-	d := net.Dialer{KeepAlive: -1}
-	if cfg.TCPKeepalive {
-		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: cfg.TCPKeepIdle, Interval: cfg.TCPKeepIntvl, Count: cfg.TCPKeepCnt}
-	}
+	d := net.Dialer{KeepAlive: -1} // tuneTCP sets it from the configuration
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, &loginFailure{ServerFailConnect, fmt.Errorf("connect to %s: %w", addr, err)}

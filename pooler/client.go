@@ -367,7 +367,7 @@ func (c *clientConn) login() error {
 }
 
 func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, error) {
-	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c.conn, max: maxAuthMessage}}
+	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c, max: maxAuthMessage}}
 	ctx, cancel := context.WithTimeout(context.Background(), max(cfg.ClientLoginTimeout, time.Second))
 	defer cancel()
 	if st.database == "pgbouncer" && (st.user == "pgbouncer" || st.user == ownUserName()) && c.unix && peerIsSelf(c.raw) {
@@ -529,7 +529,7 @@ func (c *clientConn) welcome() error {
 		// Shutdown began while this client was signing in.
 		return newError(codeShuttingDown, "")
 	}
-	return writeAll(c.conn, b)
+	return writeAll(c, b)
 }
 
 // isReported says whether PostgreSQL reports the parameter in
@@ -557,12 +557,12 @@ func isAdminName(cfg *config.Config, user string) (admin, stats bool) {
 	return slices.Contains(cfg.AdminUsers, user), slices.Contains(cfg.StatsUsers, user)
 }
 
-// tuneTCP applies TCP_NODELAY, keepalive and tcp_user_timeout to a TCP
-// connection on either leg.
+// tuneTCP applies keepalive and tcp_user_timeout to a TCP connection on
+// either leg (Go has already set TCP_NODELAY on every accepted and dialed
+// TCP connection).
 func tuneTCP(tc *net.TCPConn, cfg *config.Config) {
-	_ = tc.SetNoDelay(true)
 	if cfg.TCPKeepalive {
-		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: cfg.TCPKeepIdle, Interval: cfg.TCPKeepIntvl, Count: cfg.TCPKeepCnt})
+		_ = tc.SetKeepAliveConfig(keepAliveConfig(cfg))
 	} else {
 		_ = tc.SetKeepAlive(false)
 	}
@@ -574,6 +574,23 @@ func tuneTCP(tc *net.TCPConn, cfg *config.Config) {
 			})
 		}
 	}
+}
+
+// keepAliveConfig is tcp_keepalive's settings; a tcp_keepidle, keepintvl or
+// keepcnt of 0 leaves the operating system's default, as in PgBouncer (Go
+// would take 0 as its own defaults).
+func keepAliveConfig(cfg *config.Config) net.KeepAliveConfig {
+	kc := net.KeepAliveConfig{Enable: true, Idle: cfg.TCPKeepIdle, Interval: cfg.TCPKeepIntvl, Count: cfg.TCPKeepCnt}
+	if kc.Idle == 0 {
+		kc.Idle = -1
+	}
+	if kc.Interval == 0 {
+		kc.Interval = -1
+	}
+	if kc.Count == 0 {
+		kc.Count = -1
+	}
+	return kc
 }
 
 // endSession ends the client's session with pe: at once when it has no
@@ -598,6 +615,16 @@ func (c *clientConn) stopReasonLocked() *pgError {
 		return c.mu.stopErr
 	}
 	return newError(codeShuttingDown, "")
+}
+
+// Read and Write make the client socket an io.ReadWriter for the sign-in
+// phase (through sockIO for a plain socket, like the relay).
+func (c *clientConn) Read(b []byte) (int, error) { return c.read(b) }
+
+func (c *clientConn) Write(b []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	return c.write(b)
 }
 
 // read reads from the client: the session goroutine's reads.

@@ -84,7 +84,7 @@ func (f *AuthFailure) Unwrap() error { return f.Public }
 
 // Cleartext asks the client for its password in clear text.
 func (ex *AuthExchange) Cleartext() (string, error) {
-	if err := writeAll(ex.c.conn, appendAuthRequest(nil, 3, nil)); err != nil {
+	if err := writeAll(ex.c, appendAuthRequest(nil, 3, nil)); err != nil {
 		return "", err
 	}
 	body, err := ex.readResponse()
@@ -100,7 +100,7 @@ func (ex *AuthExchange) Cleartext() (string, error) {
 
 // MD5 asks the client for an md5 response with the given salt.
 func (ex *AuthExchange) MD5(salt [4]byte) (string, error) {
-	if err := writeAll(ex.c.conn, appendAuthRequest(nil, 5, salt[:])); err != nil {
+	if err := writeAll(ex.c, appendAuthRequest(nil, 5, salt[:])); err != nil {
 		return "", err
 	}
 	body, err := ex.readResponse()
@@ -122,7 +122,7 @@ func (ex *AuthExchange) SASLStart(mechs ...string) (string, []byte, error) {
 		extra = appendCString(extra, m)
 	}
 	extra = append(extra, 0)
-	if err := writeAll(ex.c.conn, appendAuthRequest(nil, 10, extra)); err != nil {
+	if err := writeAll(ex.c, appendAuthRequest(nil, 10, extra)); err != nil {
 		return "", nil, err
 	}
 	body, err := ex.readResponse()
@@ -147,7 +147,7 @@ func (ex *AuthExchange) SASLStart(mechs ...string) (string, []byte, error) {
 // SASLContinue sends AuthenticationSASLContinue with data and returns the
 // client's next response.
 func (ex *AuthExchange) SASLContinue(data []byte) ([]byte, error) {
-	if err := writeAll(ex.c.conn, appendAuthRequest(nil, 11, data)); err != nil {
+	if err := writeAll(ex.c, appendAuthRequest(nil, 11, data)); err != nil {
 		return nil, err
 	}
 	body, err := ex.readResponse()
@@ -159,7 +159,7 @@ func (ex *AuthExchange) SASLContinue(data []byte) ([]byte, error) {
 
 // SASLFinal sends AuthenticationSASLFinal with data.
 func (ex *AuthExchange) SASLFinal(data []byte) error {
-	return writeAll(ex.c.conn, appendAuthRequest(nil, 12, data))
+	return writeAll(ex.c, appendAuthRequest(nil, 12, data))
 }
 
 func (ex *AuthExchange) readResponse() ([]byte, error) {

@@ -337,7 +337,10 @@ func (s *Server) Listen() error {
 	}
 	// SO_REUSEPORT on TCP only, as PgBouncer: each process of a group
 	// has its own unix_socket_dir, which is how peers reach each other.
-	tcp := net.ListenConfig{}
+	// KeepAlive -1: Go's default keepalive at accept would be set again
+	// by tuneTCP from the configuration (two rounds of setsockopt per
+	// connection).
+	tcp := net.ListenConfig{KeepAlive: -1}
 	if cfg.SOReuseport {
 		tcp.Control = reusePortControl
 	}

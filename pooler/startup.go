@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,8 +47,13 @@ var errCancelHandled = errors.New("cancel request handled")
 func (s *Server) readStartup(c *clientConn) (*startup, error) {
 	cfg := c.cfg
 	for first := true; ; first = false {
+		// Every packet of this phase is at least 8 bytes (length and
+		// code), and a client sends nothing more before it gets an
+		// answer, so reading up to 8 bytes at once never takes bytes of
+		// the next packet.
 		var hdr [8]byte
-		if _, err := io.ReadFull(c.conn, hdr[:1]); err != nil {
+		got, err := io.ReadAtLeast(c, hdr[:], 1)
+		if err != nil {
 			return nil, err
 		}
 		if first && hdr[0] == tlsRecordHandshake && !c.unix {
@@ -55,7 +61,7 @@ func (s *Server) readStartup(c *clientConn) (*startup, error) {
 			// 17's direct TLS (sslnegotiation=direct). Without client TLS
 			// it falls through to "bad packet header", as in PgBouncer.
 			if tcfg := s.clientTLSConfig(); tcfg != nil && cfg.ClientTLS.Mode != config.TLSDisable {
-				alpn, err := s.acceptTLS(c, &prefixConn{Conn: c.conn, prefix: []byte{hdr[0]}}, tcfg)
+				alpn, err := s.acceptTLS(c, &prefixConn{Conn: c.conn, prefix: slices.Clone(hdr[:got])}, tcfg)
 				if err != nil {
 					return nil, err
 				}
@@ -65,19 +71,22 @@ func (s *Server) readStartup(c *clientConn) (*startup, error) {
 				continue
 			}
 		}
-		if _, err := io.ReadFull(c.conn, hdr[1:4]); err != nil {
-			return nil, err
+		if got < 4 {
+			if _, err := io.ReadFull(c, hdr[got:4]); err != nil {
+				return nil, err
+			}
+			got = 4
 		}
 		n := int(binary.BigEndian.Uint32(hdr[:4]))
 		if n < 8 || n > maxStartupPacket {
 			return nil, newError(codeProtocolViolation, fmt.Sprintf("bad packet header: '%08x'", binary.BigEndian.Uint32(hdr[:4])))
 		}
-		if _, err := io.ReadFull(c.conn, hdr[4:8]); err != nil {
+		if _, err := io.ReadFull(c, hdr[got:8]); err != nil {
 			return nil, err
 		}
 		code := binary.BigEndian.Uint32(hdr[4:8])
 		body := make([]byte, n-8)
-		if _, err := io.ReadFull(c.conn, body); err != nil {
+		if _, err := io.ReadFull(c, body); err != nil {
 			return nil, err
 		}
 		switch code {
@@ -156,8 +165,11 @@ func (s *Server) acceptTLS(c *clientConn, conn net.Conn, tcfg *tls.Config) (stri
 		s.log.Warn("TLS handshake error", "client", c.remote, "err", err)
 		return "", fmt.Errorf("client TLS handshake: %v", err)
 	}
+	c.writeMu.Lock()
+	c.sio = nil // the plain socket's; TLS reads and writes go through tc
 	c.conn = tc
 	c.tls = true
+	c.writeMu.Unlock()
 	st := tc.ConnectionState()
 	c.tlsDesc = tls.VersionName(st.Version) + "/" + tls.CipherSuiteName(st.CipherSuite)
 	return st.NegotiatedProtocol, nil
@@ -260,7 +272,7 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 	if minor > 0 || len(unrecognized) > 0 {
 		npv := &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}
 		b, _ := npv.Encode(nil)
-		if err := writeAll(c.conn, b); err != nil {
+		if err := writeAll(c, b); err != nil {
 			return nil, err
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 )
 
@@ -189,7 +188,7 @@ func parseErrorFields(body []byte) (severity, code, msg string) {
 }
 
 // writeAll writes b to c.
-func writeAll(c net.Conn, b []byte) error {
+func writeAll(c io.Writer, b []byte) error {
 	_, err := c.Write(b)
 	return err
 }
