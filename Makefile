@@ -8,6 +8,7 @@
 #   make bench         quick benchmark (about 2 minutes): pgwarden beside PgBouncer
 #                      and direct PostgreSQL, written to bench/RESULTS.md
 #   make bench-full    the full benchmark matrix (see bench/README.md)
+#   make reliability   the reliability scorecard, RELIABILITY.md (hours; reliability-quick: minutes)
 #   make image         the container image (deploy/container; podman, buildah or docker)
 #   make check-deploy  the Helm chart's checks (deploy/check, a Go module of its own:
 #                      helm lint and template, strict decoding, config validation)
@@ -23,7 +24,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := build
-.PHONY: test build demo deps lint staticcheck bench bench-full image check-deploy
+.PHONY: test build demo deps lint staticcheck bench bench-full reliability reliability-quick image check-deploy
 
 # deps installs what a fresh Debian machine lacks (PostgreSQL server and
 # client, pgbench, make/gcc) with apt, as .ci/run does; it does nothing when
@@ -60,6 +61,17 @@ bench:
 
 bench-full:
 	$(GO) run ./bench $(BENCHFLAGS)
+
+# The reliability scorecard, RELIABILITY.md: fault, identity-provider,
+# throttling and security tests, every fuzz target (10 minutes each), a
+# 10,000-client soak and a 1,000/s TLS sign-in storm. Takes hours; the
+# quick variant takes a few minutes. RELFLAGS adds flags, e.g.
+# `make reliability RELFLAGS='-sections soak,signin'`.
+reliability:
+	$(GO) run ./bench reliability $(RELFLAGS)
+
+reliability-quick:
+	$(GO) run ./bench reliability -quick $(RELFLAGS)
 
 # IMAGE names the image (default pgwarden:<version> and pgwarden:latest).
 image:
