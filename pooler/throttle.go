@@ -334,8 +334,8 @@ type throttleRow struct {
 	Until time.Time
 }
 
-// rows returns the remembered keys, refilled to now; keys found full are
-// forgotten on the way.
+// rows returns the keys with part of their budget spent, refilled to now;
+// keys found full are forgotten on the way (unless a check is under way).
 func (t *throttleTable) rows() []throttleRow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -346,8 +346,8 @@ func (t *throttleTable) rows() []throttleRow {
 	out := make([]throttleRow, 0, len(t.keys))
 	for _, e := range t.keys {
 		e.refill(now, t.lim)
-		if e.inflight == 0 && e.full(t.lim) {
-			t.removeLocked(e)
+		if e.full(t.lim) {
+			t.forgetIfFullLocked(e)
 			continue
 		}
 		r := throttleRow{Scope: t.scope, Key: e.key, Failures: e.failures, Tokens: e.tokens, Burst: t.lim.burst,
@@ -413,10 +413,10 @@ type throttleTicket struct {
 	// a credential check is under way.
 	addr, role *throttleEntry
 	held       bool
-	// deadline is the end of the login phase (zero: none); stop ends a
-	// hold early (client killed, shutdown).
-	deadline time.Time
-	stop     []<-chan struct{}
+	// deadline is the end of the login phase (zero: none); killed and
+	// shutdown end a hold early (nil: never).
+	deadline         time.Time
+	killed, shutdown <-chan struct{}
 	// delayLeft is what remains of signin_throttle_max_delay.
 	delayLeft time.Duration
 	// scope names the budget that held or refused the sign-in; delayed is
@@ -430,11 +430,11 @@ type throttleTicket struct {
 // holding it while its budget comes back within signin_throttle_max_delay.
 // It returns a nil ticket when the throttle is off, and an *AuthFailure
 // when the sign-in is refused.
-func (t *signinThrottle) begin(addrKey, roleKey string, deadline time.Time, stop ...<-chan struct{}) (*throttleTicket, error) {
+func (t *signinThrottle) begin(addrKey, roleKey string, deadline time.Time, killed, shutdown <-chan struct{}) (*throttleTicket, error) {
 	if !t.enabled.Load() {
 		return nil, nil
 	}
-	tk := &throttleTicket{t: t, addrKey: addrKey, roleKey: roleKey, deadline: deadline, stop: stop,
+	tk := &throttleTicket{t: t, addrKey: addrKey, roleKey: roleKey, deadline: deadline, killed: killed, shutdown: shutdown,
 		delayLeft: time.Duration(t.maxDelay.Load())}
 	for {
 		scope, wait := ThrottleScopeAddress, t.addr.budgetWait(addrKey)
@@ -510,6 +510,9 @@ func (tk *throttleTicket) end(failed bool) {
 // signin_throttle_max_delay, or past the login deadline, refuses the
 // sign-in instead.
 func (tk *throttleTicket) hold(scope string, wait time.Duration, wake <-chan struct{}) error {
+	if wait == 0 && wake == nil {
+		return nil
+	}
 	now := time.Now()
 	if wait > 0 && (wait > tk.delayLeft || !tk.deadline.IsZero() && now.Add(wait).After(tk.deadline)) {
 		tk.scope, tk.retryAfter = scope, wait
@@ -527,22 +530,16 @@ func (tk *throttleTicket) hold(scope string, wait time.Duration, wake <-chan str
 		defer tm.Stop()
 		deadline = tm.C
 	}
-	var stop1, stop2 <-chan struct{}
-	if len(tk.stop) > 0 {
-		stop1 = tk.stop[0]
-	}
-	if len(tk.stop) > 1 {
-		stop2 = tk.stop[1]
-	}
 	var err error
 	select {
 	case <-timeout:
 	case <-wake:
 	case <-deadline:
 		err = newError(codeClientLoginTimeout, "")
-	case <-stop1:
+	case <-tk.killed:
+		// The killer's error is what the client gets (reportError).
 		err = newError(codeShuttingDown, "")
-	case <-stop2:
+	case <-tk.shutdown:
 		err = newError(codeShuttingDown, "")
 	}
 	if wait > 0 {

@@ -166,14 +166,17 @@ func TestThrottleTableReservations(t *testing.T) {
 	if !ok1 || !ok2 || ok3 || wait != 0 || wake == nil {
 		t.Fatalf("third concurrent check: ok %v wait %v wake %v", ok3, wait, wake)
 	}
-	if r := tb.rows(); len(r) != 1 || r[0].InProgress != 2 || !r[0].Until.IsZero() {
-		t.Fatalf("rows %+v", r)
+	if r := tb.rows(); len(r) != 0 {
+		t.Fatalf("a key with its budget whole is listed: %+v", r)
 	}
 	tb.done("alice", a, true)
 	select {
 	case <-wake:
 	default:
 		t.Fatal("a dropped reservation woke nobody")
+	}
+	if r := tb.rows(); len(r) != 1 || r[0].InProgress != 1 || r[0].Tokens != 1 || r[0].Failures != 1 || !r[0].Until.IsZero() {
+		t.Fatalf("rows %+v", r)
 	}
 	// One token left, and it is reserved: still nobody else.
 	if _, ok, wait, _ := tb.acquire("alice"); ok || wait != 0 {
@@ -285,7 +288,7 @@ func TestThrottleTicket(t *testing.T) {
 	// Throttle off: no ticket, and nil tickets do nothing.
 	off := newSigninThrottle(100, time.Now)
 	off.configure(config.SignInThrottle{})
-	if tk, err := off.begin("a", "r", time.Time{}); tk != nil || err != nil {
+	if tk, err := off.begin("a", "r", time.Time{}, nil, nil); tk != nil || err != nil {
 		t.Fatal("throttle off gave a ticket")
 	}
 	var nilTicket *throttleTicket
@@ -295,7 +298,7 @@ func TestThrottleTicket(t *testing.T) {
 	nilTicket.pause()
 	nilTicket.end(true)
 
-	tk, err := th.begin("10.0.0.1", "alice", time.Time{})
+	tk, err := th.begin("10.0.0.1", "alice", time.Time{}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +306,7 @@ func TestThrottleTicket(t *testing.T) {
 		t.Fatal(err)
 	}
 	tk.end(true)
-	tk, err = th.begin("10.0.0.1", "alice", time.Time{})
+	tk, err = th.begin("10.0.0.1", "alice", time.Time{}, nil, nil)
 	var af *AuthFailure
 	if !errors.As(err, &af) || af.Reason != ReasonThrottled || tk.scope != ThrottleScopeAddress || tk.retryAfter <= 59*time.Minute {
 		t.Fatalf("second attempt from a spent address: %v (scope %q, retry %v)", err, tk.scope, tk.retryAfter)
@@ -317,7 +320,7 @@ func TestThrottleTicket(t *testing.T) {
 	// of about 200ms within max_delay.
 	th.configure(config.SignInThrottle{AddressBurst: 1, AddressRefill: time.Hour, RoleBurst: 2, RoleRefill: 200 * time.Millisecond, MaxDelay: 5 * time.Second})
 	for _, a := range []string{"10.0.0.2", "10.0.0.3"} {
-		tk, err := th.begin(a, "bob", time.Time{})
+		tk, err := th.begin(a, "bob", time.Time{}, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -325,7 +328,7 @@ func TestThrottleTicket(t *testing.T) {
 		tk.end(true)
 	}
 	start := time.Now()
-	tk, err = th.begin("10.0.0.4", "bob", time.Time{})
+	tk, err = th.begin("10.0.0.4", "bob", time.Time{}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,13 +337,13 @@ func TestThrottleTicket(t *testing.T) {
 	}
 	// Past the login deadline: refused, naming the role.
 	for range 2 {
-		tk, _ := th.begin("10.0.0.5", "carol", time.Time{})
+		tk, _ := th.begin("10.0.0.5", "carol", time.Time{}, nil, nil)
 		_ = tk.acquire()
 		tk.end(true)
 		th.addr.setLimits(bucketLimits{}) // forget the address's failure
 		th.addr.setLimits(bucketLimits{burst: 1, refill: time.Hour})
 	}
-	_, err = th.begin("10.0.0.6", "carol", time.Now().Add(50*time.Millisecond))
+	_, err = th.begin("10.0.0.6", "carol", time.Now().Add(50*time.Millisecond), nil, nil)
 	if !errors.As(err, &af) || !strings.Contains(af.Public.clientMessage(), `for user "carol": try again in 1 second (signin_throttle_role_burst)`) {
 		t.Fatalf("past the deadline: %v", err)
 	}
@@ -348,11 +351,11 @@ func TestThrottleTicket(t *testing.T) {
 	// A check waiting for a reservation goes on when the other one
 	// ends well.
 	th.configure(config.SignInThrottle{RoleBurst: 1, RoleRefill: time.Hour})
-	first, _ := th.begin("10.0.0.7", "dave", time.Time{})
+	first, _ := th.begin("10.0.0.7", "dave", time.Time{}, nil, nil)
 	if err := first.acquire(); err != nil {
 		t.Fatal(err)
 	}
-	second, _ := th.begin("10.0.0.8", "dave", time.Time{})
+	second, _ := th.begin("10.0.0.8", "dave", time.Time{}, nil, nil)
 	done := make(chan error, 1)
 	go func() { done <- second.acquire() }()
 	select {
@@ -366,7 +369,7 @@ func TestThrottleTicket(t *testing.T) {
 	}
 	// pause gives the reservation back while waiting for the client.
 	second.pause()
-	third, _ := th.begin("10.0.0.9", "dave", time.Time{})
+	third, _ := th.begin("10.0.0.9", "dave", time.Time{}, nil, nil)
 	if err := third.acquire(); err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +379,7 @@ func TestThrottleTicket(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
-	fourth, _ := th.begin("10.0.0.10", "dave", time.Time{}, stop)
+	fourth, _ := th.begin("10.0.0.10", "dave", time.Time{}, nil, stop)
 	go func() { done <- fourth.acquire() }()
 	close(stop)
 	if err := <-done; asPgError(err) == nil || asPgError(err).code != codeShuttingDown {
