@@ -33,6 +33,7 @@ type reliabilityConfig struct {
 	stormDuration time.Duration
 	fuzzTime      time.Duration
 	pgwardenBin   string
+	cpuProfile    string
 }
 
 // reliabilityResults is the raw record of a run, written as JSON beside
@@ -66,6 +67,7 @@ func parseReliabilityFlags(args []string) (*reliabilityConfig, error) {
 	fs.DurationVar(&c.stormDuration, "storm-duration", time.Minute, "length of the sign-in storm")
 	fs.DurationVar(&c.fuzzTime, "fuzztime", 10*time.Minute, "fuzzing time per target")
 	fs.StringVar(&c.pgwardenBin, "pgwarden", "", "pgwarden binary (default: go build ./cmd/pgwarden)")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of pgwarden during the soak to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -178,7 +180,7 @@ func (h *harness) reliability(ctx context.Context, rc *reliabilityConfig) (*reli
 		defer h.pg.Stop()
 		res.Machine = h.machine(ctx)
 		if has("soak") {
-			if r, err := h.runSoak(ctx, rc.soakClients, rc.soakPeriod, rc.soakDuration); err != nil {
+			if r, err := h.runSoak(ctx, rc.soakClients, rc.soakPeriod, rc.soakDuration, rc.cpuProfile); err != nil {
 				if ctx.Err() != nil {
 					return nil, err
 				}

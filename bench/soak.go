@@ -170,13 +170,21 @@ func settle(ctx context.Context, d time.Duration, f func() (float64, error)) (fl
 // period) for d, sampling pgwarden every 5 s. Afterwards it closes the
 // clients and checks that goroutines and descriptors return to their
 // baseline.
-func (h *harness) runSoak(ctx context.Context, n int, period, d time.Duration) (*soakResult, error) {
+func (h *harness) runSoak(ctx context.Context, n int, period, d time.Duration, cpuProfile string) (*soakResult, error) {
 	maddr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	opts := iniOptions{authType: "scram-sha-256", extra: "\n[metrics]\nlisten = " + maddr + "\n"}
-	p, err := h.startPooler(ctx, h.kind("pgwarden"), "soak", opts, nil)
+	var env []string
+	if cpuProfile != "" {
+		abs, err := filepath.Abs(cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, profileEnv+"="+abs)
+	}
+	p, err := h.startPooler(ctx, h.kind("pgwarden"), "soak", opts, env)
 	if err != nil {
 		return nil, err
 	}

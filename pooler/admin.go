@@ -609,7 +609,7 @@ const helpText = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VER
 	"\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n" +
 	"\tSHOW DNS_HOSTS|DNS_ZONES\n" +
 	"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n" +
-	"\tSHOW PRINCIPALS|SIGNINS|JWKS\n" +
+	"\tSHOW PRINCIPALS|SIGNINS|JWKS|THROTTLE\n" +
 	"\tSET key = arg\n" +
 	"\tRELOAD\n" +
 	"\tPAUSE [<db>]\n" +
@@ -716,6 +716,8 @@ func (a *adminSession) show(what, q string) []byte {
 		return resultSet(signinsColumns, s.signinRows())
 	case "jwks":
 		return resultSet(jwksColumns, s.jwksRows())
+	case "throttle":
+		return resultSet(throttleColumns, s.throttleRows())
 	}
 	return syntaxError(q)
 }

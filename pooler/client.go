@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/user"
@@ -45,6 +46,9 @@ type clientConn struct {
 
 	st       *startup
 	identity *Identity
+	// throttle is the sign-in's way through the sign-in throttle (nil
+	// when it is off); owned by the login.
+	throttle *throttleTicket
 	pool     *pool         // set under mu once at sign-in; read freely by the owner
 	admin    *adminSession // set under mu at sign-in for the console
 	key      [8]byte
@@ -318,6 +322,24 @@ func (c *clientConn) login() error {
 	if s.refusesLogin(c, st.database) {
 		return newError(codeShuttingDown, "")
 	}
+	started := time.Now()
+	if !c.isOwnerConsole(st) {
+		// Before the client takes a max_client_conn slot: a held or
+		// refused sign-in should not crowd out others.
+		var deadline time.Time
+		if cfg.ClientLoginTimeout > 0 {
+			deadline = started.Add(cfg.ClientLoginTimeout)
+		}
+		c.throttle, err = s.throttle.begin(throttleAddressKey(c), st.user, deadline, c.killed, s.shutdownCh)
+		if err != nil {
+			c.audit(st, nil, err, started)
+			var af *AuthFailure
+			if errors.As(err, &af) {
+				return af.Public
+			}
+			return err
+		}
+	}
 	if !isAdminDB {
 		if cfg.MaxClientConn > 0 && s.nclients.Add(1) > int64(cfg.MaxClientConn) {
 			s.nclients.Add(-1)
@@ -327,15 +349,15 @@ func (c *clientConn) login() error {
 			s.nclients.Add(1)
 		}
 	}
-	started := time.Now()
 	id, err := c.authenticate(cfg, st)
+	var af *AuthFailure
+	c.throttle.end(errors.As(err, &af) && af.Reason != ReasonThrottled)
 	c.audit(st, id, err, started)
 	if err != nil {
 		if !isAdminDB {
 			s.nclients.Add(-1)
 		}
-		var af *AuthFailure
-		if errors.As(err, &af) {
+		if af != nil {
 			return af.Public
 		}
 		return err
@@ -367,10 +389,10 @@ func (c *clientConn) login() error {
 }
 
 func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, error) {
-	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c, max: maxAuthMessage}}
+	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c, max: maxAuthMessage}, gate: c.throttle}
 	ctx, cancel := context.WithTimeout(context.Background(), max(cfg.ClientLoginTimeout, time.Second))
 	defer cancel()
-	if st.database == "pgbouncer" && (st.user == "pgbouncer" || st.user == ownUserName()) && c.unix && peerIsSelf(c.raw) {
+	if c.isOwnerConsole(st) {
 		// The process owner on the Unix socket: admin without a
 		// password (PgBouncer's own_user), as "pgbouncer" or under its
 		// own login name (what psql sends by default).
@@ -392,6 +414,12 @@ func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, e
 		}
 	}
 	return c.srv.passwordAuth(ctx, cfg, ex)
+}
+
+// isOwnerConsole reports whether the client is the process owner asking
+// for the console on the Unix socket, who signs in without a password.
+func (c *clientConn) isOwnerConsole(st *startup) bool {
+	return st.database == "pgbouncer" && (st.user == "pgbouncer" || st.user == ownUserName()) && c.unix && peerIsSelf(c.raw)
 }
 
 // ownUserName is the login name of the user pgwarden runs as ("" if
@@ -453,6 +481,12 @@ func (c *clientConn) audit(st *startup, id *Identity, err error, started time.Ti
 			ev.Method = "entra"
 		}
 	}
+	if tk := c.throttle; tk != nil && tk.scope != "" {
+		ev.Throttle, ev.ThrottleDelay = tk.scope, tk.delayed
+		if ev.Reason == ReasonThrottled {
+			ev.RetryAfter = tk.retryAfter
+		}
+	}
 	c.srv.signins.add(ev)
 	if obs := c.srv.opts.Observer; obs != nil {
 		obs.SignIn(ev)
@@ -468,6 +502,15 @@ func (c *clientConn) audit(st *startup, id *Identity, err error, started time.Ti
 	}
 	if ev.Reason != "" {
 		attrs = append(attrs, slog.String("reason", ev.Reason))
+	}
+	if ev.Throttle != "" {
+		attrs = append(attrs, slog.String("throttle", ev.Throttle))
+		if ev.ThrottleDelay > 0 {
+			attrs = append(attrs, slog.Float64("throttle_delay_ms", float64(ev.ThrottleDelay.Microseconds())/1000))
+		}
+		if ev.RetryAfter > 0 {
+			attrs = append(attrs, slog.Int64("retry_after_s", int64(math.Ceil(ev.RetryAfter.Seconds()))))
+		}
 	}
 	if ev.OID != "" {
 		attrs = append(attrs, slog.String("principal_type", ev.PrincipalType), slog.String("oid", ev.OID), slog.String("tid", ev.TID),

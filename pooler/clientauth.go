@@ -42,6 +42,9 @@ type AuthExchange struct {
 	Client   string // remote address
 	c        *clientConn
 	rd       msgReader
+	// gate reserves the sign-in throttle's budget while a credential
+	// the client sent is checked (nil when the throttle is off).
+	gate *throttleTicket
 }
 
 // Identity is the result of a successful sign-in.
@@ -162,7 +165,11 @@ func (ex *AuthExchange) SASLFinal(data []byte) error {
 	return writeAll(ex.c, appendAuthRequest(nil, 12, data))
 }
 
+// readResponse reads the client's next password message. No throttle
+// budget is reserved while it waits for the client; one is reserved before
+// pgwarden goes on to check what arrived (throttle.go).
 func (ex *AuthExchange) readResponse() ([]byte, error) {
+	ex.gate.pause()
 	t, body, err := ex.rd.readMessage()
 	if err != nil {
 		if errors.Is(err, errMessageTooLarge) {
@@ -172,6 +179,9 @@ func (ex *AuthExchange) readResponse() ([]byte, error) {
 	}
 	if t != 'p' {
 		return nil, newError(codeProtocolViolation, fmt.Sprintf("expected password response, got message type %q", t))
+	}
+	if err := ex.gate.acquire(); err != nil {
+		return nil, err
 	}
 	return body, nil
 }

@@ -54,6 +54,7 @@ const (
 	codeEntraTLSRequired
 	codeEntraRevoked
 	codeEntraTokenExpired
+	codeSignInThrottled
 )
 
 // codeInfo is what a code means to the client and to the metrics.
@@ -106,6 +107,12 @@ var codeTable = map[errorCode]codeInfo{
 	codeEntraTLSRequired:        {"auth_failed", "28000", "Microsoft Entra ID sign-in needs an encrypted connection: connect with sslmode=require"},
 	codeEntraRevoked:            {"entra_revoked", "57P01", "terminating connection: the Microsoft Entra principal of this role was removed"},
 	codeEntraTokenExpired:       {"entra_token_expired", "57P01", "The access token has expired. Please acquire a new token and retry."},
+	// A throttled sign-in (throttle.go) is refused for what happened
+	// before, not for its credentials: 53300, as PostgreSQL refuses
+	// connections over a limit, which drivers treat as worth retrying
+	// later; a 28xxx code would read as a wrong password. The message
+	// (built in throttledError) says when to retry.
+	codeSignInThrottled: {"signin_throttled", "53300", "too many failed sign-ins"},
 }
 
 // String returns the code's metric label.

@@ -144,6 +144,13 @@ type SignInEvent struct {
 	AppID         string
 	UTI           string
 	TokenExp      time.Time
+	// Throttle is "address" or "role" when the sign-in throttle held the
+	// attempt (ThrottleDelay is for how long) or refused it (Reason
+	// "throttled", RetryAfter is when its budget comes back); empty
+	// otherwise.
+	Throttle      string
+	ThrottleDelay time.Duration
+	RetryAfter    time.Duration
 }
 
 // Server is one pgwarden process's data plane. Create it with New, open its
@@ -169,6 +176,8 @@ type Server struct {
 	principalsRefresh principalRefresher
 	// signins are the last sign-in attempts (SHOW SIGNINS).
 	signins signinRing
+	// throttle limits failed sign-ins per address and role (throttle.go).
+	throttle *signinThrottle
 
 	nclients atomic.Int64 // signed-in and signing-in clients, admin excluded
 	// parker parks idle clients (park.go); set by Serve before the first
@@ -230,6 +239,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.pools = newPoolSet(s)
 	s.cancels = newCancelRegistry(s)
+	s.throttle = newSigninThrottle(throttleMaxKeys, time.Now)
 	if err := s.applyConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -263,6 +273,7 @@ func (s *Server) applyConfig(cfg *config.Config) error {
 	s.clientTLS.Store(ctls)
 	s.serverTLS.Store(stls)
 	s.cfg.Store(cfg)
+	s.throttle.configure(cfg.SignInThrottle)
 	return nil
 }
 

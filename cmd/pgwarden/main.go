@@ -270,6 +270,7 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		Help: "Idle clients parked without a goroutine (signed in, between transactions).",
 	}, func() float64 { return float64(srv.ParkedClients()) }))
 	mtr.JWKSKeysFrom(srv.EntraKeyCount)
+	mtr.ThrottledKeysFrom(srv.ThrottledKeys)
 	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
 		// A development aid for the benchmarks: profile the whole run,
 		// written when pgwarden exits.

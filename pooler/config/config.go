@@ -298,6 +298,10 @@ type Config struct {
 	// balancer polling /readyz stops sending before the port closes.
 	ShutdownAcceptGrace time.Duration
 
+	// SignInThrottle limits failed sign-ins per client address and per
+	// role (signin_throttle_* keys, pgwarden's own; off by default).
+	SignInThrottle SignInThrottle
+
 	// client_tls_*, server_tls_*.
 	ClientTLS TLS
 	ServerTLS TLS
@@ -540,3 +544,24 @@ const (
 	StatsNamesTotals = "totals"
 	StatsNamesLegacy = "legacy"
 )
+
+// SignInThrottle is the failed sign-in budget of each client address and
+// of each role name: token buckets of Burst failures that refill one
+// failure every Refill. A Burst of 0 turns that scope off.
+type SignInThrottle struct {
+	// signin_throttle_address_burst (0 = off) and
+	// signin_throttle_address_refill (60 s): per client address (IPv4
+	// address, IPv6 /64, or the peer's uid on the Unix socket).
+	AddressBurst  int
+	AddressRefill time.Duration
+	// signin_throttle_role_burst (0 = off) and signin_throttle_role_refill
+	// (60 s): per user name the clients ask for, existing or not.
+	RoleBurst  int
+	RoleRefill time.Duration
+	// signin_throttle_max_delay (0): a sign-in whose budget is spent waits
+	// up to this long for it to come back instead of being refused.
+	MaxDelay time.Duration
+}
+
+// Enabled reports whether either scope is on.
+func (t SignInThrottle) Enabled() bool { return t.AddressBurst > 0 || t.RoleBurst > 0 }
