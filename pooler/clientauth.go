@@ -389,7 +389,7 @@ func (s *Server) scramAuth(cfg *config.Config, ex *AuthExchange, sec authn.Secre
 	case sec.Kind == authn.SecretSCRAM:
 		srv = authn.NewSCRAMServer(sec.SCRAM)
 	default:
-		srv = authn.NewSCRAMServerFromPlain(sec.Plain, scramIterations)
+		srv = s.scramPlain.Server(ex.User, sec.Plain, scramIterations)
 	}
 	mech, first, err := ex.SASLStart("SCRAM-SHA-256")
 	if err != nil {

@@ -160,9 +160,12 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
-	cfg       atomic.Pointer[config.Config]
-	clientTLS atomic.Pointer[tls.Config] // nil when client TLS is off
-	serverTLS atomic.Pointer[tls.Config] // nil when server TLS is off
+	cfg atomic.Pointer[config.Config]
+	// scramPlain holds the SCRAM secrets derived from cleartext
+	// passwords, one derivation per user and password.
+	scramPlain *authn.SCRAMPlainCache
+	clientTLS  atomic.Pointer[tls.Config] // nil when client TLS is off
+	serverTLS  atomic.Pointer[tls.Config] // nil when server TLS is off
 
 	pools   *poolSet
 	cancels *cancelRegistry
@@ -228,6 +231,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s := &Server{
 		opts:       opts,
 		log:        opts.Logger,
+		scramPlain: authn.NewSCRAMPlainCache(4096),
 		shutdownCh: make(chan struct{}),
 		doneCh:     make(chan struct{}),
 		startTime:  time.Now(),
