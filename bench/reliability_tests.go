@@ -34,7 +34,7 @@ var reliabilityTestGroups = []testGroup{
 	{Name: "Identity provider faults", About: "the development IdP down, slow, answering garbage or huge documents, rotating and withdrawing keys; Graph down",
 		Pkgs: []string{"./authn/...", "./pooler/..."}, Run: "TestIdP|TestUnknownKID|TestRotation|TestKeyRotation|TestBadKeySet|TestBackgroundRefresh|TestGraph|TestWithdrawn|TestSlowIdP|TestHuge|TestGarbage|TestCacheFile"},
 	{Name: "Sign-in throttling", About: "failed sign-ins per address and per role; the throttle in SHOW, metrics and the audit log; the IdP shielded from bad-token storms",
-		Pkgs: []string{"./pooler/...", "./cmd/..."}, Run: "Throttl"},
+		Pkgs: []string{"./pooler/...", "./cmd/..."}, Run: "Throttl|TestTokenBucket|TestAddressKey"},
 	{Name: "Security checks", About: "secrets never in logs, errors, console or metrics; console access; constant-time comparisons; TLS defaults and reload",
 		Pkgs: []string{"./..."}, Run: "TestSecret|TestSecurity|TestConsoleAccess|TestAdminRefuses|TestStatsUser|TestTLSDefaults|TestTLSReload|TestConstantTime|TestNoLeak"},
 	{Name: "Hostile input (deterministic)", About: "length fields far beyond the limits (1 GiB headers) in startup packets, client messages and server messages, refused before any buffer grows",

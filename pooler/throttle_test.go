@@ -364,6 +364,8 @@ func TestSignInThrottleJWKSStorm(t *testing.T) {
 
 	_, audit, codes, fetched := run(t, fmt.Sprintf("signin_throttle_address_burst = %d\nsignin_throttle_address_refill = 3600\n", burst))
 	t.Logf("with signin_throttle_address_burst = %d: %d key set requests, refusals %v", burst, fetched, codes)
+	t.Logf(`THROTTLE-RESULT {"item":"bad-token storm, one address","tokens":%d,"jwks_requests_unthrottled":%d,"address_burst":%d,"jwks_requests_throttled":%d,"refused_28P01":%d,"throttled_53300":%d}`,
+		n, open, burst, fetched, codes["28P01"], codes["53300"])
 	if codes["28P01"] != burst || codes["53300"] != n-burst {
 		t.Fatalf("refusals %v, want %d token refusals (28P01) and %d throttled (53300)", codes, burst, n-burst)
 	}
@@ -399,6 +401,7 @@ func TestSignInThrottleGraphStorm(t *testing.T) {
 	codes := in.storm(t, "writers", "app", toks, n, workers)
 	asked := idp.graph.Load() - before
 	t.Logf("%d non-member tokens: %d Graph requests, refusals %v", n, asked, codes)
+	t.Logf(`THROTTLE-RESULT {"item":"group-overage storm, one role","tokens":%d,"role_burst":%d,"graph_requests":%d,"throttled_53300":%d}`, n, burst, asked, codes["53300"])
 	if asked != burst || codes["53300"] != n-burst {
 		t.Fatalf("%d Graph requests (want %d), refusals %v", asked, burst, codes)
 	}
