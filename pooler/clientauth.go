@@ -42,6 +42,9 @@ type AuthExchange struct {
 	Client   string // remote address
 	c        *clientConn
 	rd       msgReader
+	// physical is set for a physical replication connection, which only
+	// hba rules for the replication keyword match.
+	physical bool
 }
 
 // Identity is the result of a successful sign-in.
