@@ -522,26 +522,43 @@ func TestReplicationLimits(t *testing.T) {
 	}
 }
 
-// TestReplicationKill: KILL and an immediate shutdown end a replication
-// client with a FATAL it can read.
-func TestReplicationKill(t *testing.T) {
+// TestReplicationClosed: KILL, and a RELOAD after which the database no
+// longer accepts the connection's kind of replication, end a replication
+// client with a FATAL it can read; other replication clients stay.
+func TestReplicationClosed(t *testing.T) {
 	env := startReplPG(t)
 	in := startPooler(t, "auth_type = scram-sha-256\n"+env.dbs)
-	c := replConnect(t, in, "alice", "alice-pw", "rapp", "database")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fatal := func(c *pgconn.PgConn) *pgconn.PgError {
+		t.Helper()
+		_, err := c.ReceiveMessage(ctx)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Severity != "FATAL" {
+			t.Fatalf("expected a FATAL, got %v", err)
+		}
+		return pe
+	}
+	logical := replConnect(t, in, "alice", "alice-pw", "rapp", "database")
+	physical := replConnect(t, in, "alice", "alice-pw", "rapp", "true")
+	in.reload(t, fmt.Sprintf("[databases]\nrapp = host=127.0.0.1 port=%d dbname=app allow_replication=physical", env.pg.Port))
+	if pe := fatal(logical); pe.Code != "28000" || !strings.Contains(pe.Message, "allow_replication = physical") {
+		t.Fatalf("logical connection after the RELOAD: %v", pe)
+	}
+	if id := execText(t, physical, "IDENTIFY_SYSTEM"); len(id) != 1 {
+		t.Fatalf("physical connection after the RELOAD: %v", id)
+	}
+
 	admin, err := simpleConnect(in, "admin", "admin-pw", "pgbouncer")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer admin.Close(context.Background())
 	showRows(t, admin, "KILL rapp")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	_, err = c.ReceiveMessage(ctx)
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Severity != "FATAL" || pe.Code != "57P01" || pe.Message != "database removed" {
-		t.Fatalf("after KILL: %v", err)
+	if pe := fatal(physical); pe.Code != "57P01" || pe.Message != "database removed" {
+		t.Fatalf("after KILL: %v", pe)
 	}
-	waitFor(t, 20*time.Second, "the walsender to exit", func() bool { return env.walSenders(t) == 0 })
+	waitFor(t, 20*time.Second, "the walsenders to exit", func() bool { return env.walSenders(t) == 0 })
 }
 
 // recvLogical is a running pg_recvlogical --start.
