@@ -309,6 +309,10 @@ func (c *clientConn) replSession() error {
 			break
 		}
 	}
+	if r.clientGone.Load() {
+		// replPump may be blocked writing to a client that is gone.
+		_ = c.conn.SetWriteDeadline(time.Now())
+	}
 	r.sc.conn.Close()
 	<-r.done
 	r.close()
