@@ -478,11 +478,12 @@ func TestReplicationHBA(t *testing.T) {
 }
 
 // TestReplicationLimits: a replication connection counts against
-// max_db_connections (and is shown in SHOW DATABASES); it takes no pooled
-// server's place, but waits for one to be free when the database is full.
+// max_client_conn and max_db_connections (and is shown in SHOW
+// DATABASES); it takes no pooled server's place, but idle ones are closed
+// to make room for it.
 func TestReplicationLimits(t *testing.T) {
 	env := startReplPG(t)
-	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\nquery_wait_timeout = 1\n"+env.dbs+
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\nquery_wait_timeout = 1\nmax_client_conn = 2\n"+env.dbs+
 		fmt.Sprintf("limited = host=127.0.0.1 port=%d dbname=app max_db_connections=1\n", env.pg.Port))
 	admin, err := simpleConnect(in, "admin", "admin-pw", "pgbouncer")
 	if err != nil {
@@ -506,6 +507,11 @@ func TestReplicationLimits(t *testing.T) {
 	c := replConnect(t, in, "alice", "alice-pw", "limited", "database")
 	if current() != "1" {
 		t.Fatalf("current_connections with the replication connection: %s", current())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := pgconn.Connect(ctx, in.dsn("alice", "alice-pw", "rapp", "replication=database")); pgCode(err) != "53300" {
+		t.Fatalf("a third client with max_client_conn = 2: %v", err)
 	}
 	// Now the pooled client waits, in vain.
 	_, err = pooled.Exec(context.Background(), "SELECT 1")
