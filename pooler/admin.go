@@ -979,7 +979,7 @@ func (s *Server) clientRows() [][]*string {
 		if v.closeNeeded {
 			closeNeeded = 1
 		}
-		rows = append(rows, []*string{sp("C"), sp(v.user), sp(v.db), sp("none"), sp(v.state),
+		rows = append(rows, []*string{sp("C"), sp(v.user), sp(v.db), sp(v.repl.String()), sp(v.state),
 			sp(addr), ip(int64(port)), sp(laddr), ip(int64(lport)),
 			sp(pgTime(v.connectTime)), sp(pgTime(v.requestTime)),
 			ip(int64(wait / time.Second)), ip(int64(wait % time.Second / time.Microsecond)), ip(closeNeeded),
@@ -998,7 +998,7 @@ func (s *Server) serverRows() [][]*string {
 		if v.client != nil {
 			link = sp(ptrText(v.client))
 		}
-		rows = append(rows, []*string{sp("S"), sp(v.pool.key.user), sp(v.pool.key.db), sp("none"), sp(v.state),
+		rows = append(rows, []*string{sp("S"), sp(v.pool.key.user), sp(v.pool.key.db), sp(v.repl.String()), sp(v.state),
 			sp(addr), ip(int64(port)), sp(laddr), ip(int64(lport)),
 			sp(pgTime(sc.created)), sp(pgTime(sc.created)), ip(0), ip(0), ip(b2i(v.pool.stale(sc))),
 			sp(ptrText(sc)), link, ip(int64(sc.pid)), sp(sc.tlsDescription()), sp(""), ip(int64(sc.stmts.n.Load())), ip(0)})

@@ -77,14 +77,26 @@ type serverLogin struct {
 	startup   []param
 }
 
-// dialServer connects and logs in. The returned connection is idle
-// (ReadyForQuery seen). On error nothing is left open.
+// dialServer connects and logs in a server connection for the pool. The
+// returned connection is idle (ReadyForQuery seen). On error nothing is
+// left open.
 func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
+	return p.dialWith(ctx, nil)
+}
+
+// dialWith is dialServer; repl, when not nil, makes it a replication
+// client's dedicated connection: repl's parameters go into the
+// StartupMessage over the database's own (replication=…, the client's
+// tracked parameters and options), and connect_query is not run.
+func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) {
 	cfg := p.srv.cfg.Load()
 	db := p.database()
 	login, err := p.loginInfo(ctx)
 	if err != nil {
 		return nil, &loginFailure{ServerFailBackendToken, err}
+	}
+	if repl != nil {
+		login.startup = mergeParams(login.startup, repl)
 	}
 	network, addr := serverAddress(cfg, db, p.nextHost())
 	d := net.Dialer{KeepAlive: -1} // tuneTCP sets it from the configuration
@@ -114,7 +126,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 		sc.lifetime = lt - time.Duration(rand.Int64N(int64(lt)/10+1))
 	}
 	sc.lastUsed = time.Now()
-	if db.ConnectQuery != "" {
+	if db.ConnectQuery != "" && repl == nil {
 		if err := sc.simpleExec(db.ConnectQuery); err != nil {
 			p.srv.log.Warn("connect_query failed", "db", db.Name, "err", err)
 			if errors.Is(err, errServerBroken) {

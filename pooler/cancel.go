@@ -107,6 +107,10 @@ func (r *cancelRegistry) forward(key [8]byte) {
 		// so that it cannot reach another client's query.
 		att.sc.cancelling.Add(1)
 		defer att.sc.cancelling.Done()
+	} else if r := c.mu.repl; r != nil {
+		// A replication client's server is its own: the cancel always
+		// goes there (pgwarden does not follow what runs on it).
+		network, target, skey, tlsOn = r.sc.network, r.sc.target, r.sc.key, r.sc.tlsOn
 	}
 	c.mu.Unlock()
 	if target == "" {

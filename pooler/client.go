@@ -52,6 +52,10 @@ type clientConn struct {
 	pool     *pool         // set under mu once at sign-in; read freely by the owner
 	admin    *adminSession // set under mu at sign-in for the console
 	key      [8]byte
+	// repl is a replication client's dedicated server connection
+	// (replication.go), set at sign-in and owned by the session; mu.repl
+	// is the same, for others to see.
+	repl *replLink
 
 	// params are the values of the tracked session parameters this
 	// client expects, keyed by lower-case name.
@@ -89,6 +93,7 @@ type clientConn struct {
 	mu struct {
 		sync.Mutex
 		att      *attachment // the attached server, nil when none
+		repl     *replLink   // a replication client's server
 		state    clientState
 		waitFrom time.Time
 		closing  ShutdownMode
@@ -173,6 +178,12 @@ func (c *clientConn) session() (parked bool) {
 		c.endOfSession(c.admin.run())
 		return false
 	}
+	if c.repl != nil {
+		err := c.replSession()
+		c.srv.nclients.Add(-1)
+		c.endOfSession(err)
+		return false
+	}
 	c.parkable = !c.tls && c.srv.parker.Load() != nil
 	return c.relay()
 }
@@ -209,6 +220,9 @@ func (c *clientConn) endOfSession(err error) {
 func (c *clientConn) finish() {
 	if c.key != ([8]byte{}) {
 		c.srv.cancels.unregister(c.key)
+	}
+	if c.repl != nil {
+		c.repl.close()
 	}
 	c.unregisterPark()
 	c.conn.Close()
@@ -251,7 +265,7 @@ func (c *clientConn) sendFatal(pe *pgError) {
 	if c.srv.opts.Observer != nil {
 		c.srv.opts.Observer.ClientError(pe.code.String(), pe.clientSQLState())
 	}
-	b := appendErrorResponse(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage())
+	b := appendErrorResponseHint(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage(), pe.hint)
 	c.writeMu.Lock()
 	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.conn.Write(b)
@@ -263,6 +277,9 @@ func (c *clientConn) sendFatal(pe *pgError) {
 func (c *clientConn) kill(pe *pgError) {
 	c.killErr.CompareAndSwap(nil, pe)
 	c.killOnce.Do(func() { close(c.killed) })
+	if c.stopReplication() {
+		return // the relay tells the client at a message boundary
+	}
 	c.sendFatal(pe)
 	c.raw.Close()
 	// A parked client has no goroutine to notice: start one, which finds
@@ -316,9 +333,12 @@ func (c *clientConn) login() error {
 	}
 	setLoginDeadline(c.conn, cfg.ClientLoginTimeout)
 	if cfg.LogConnections {
-		s.log.Info("login attempt", "db", st.database, "user", st.user, "client", c.remote, "tls", c.tls)
+		s.log.Info("login attempt", "db", st.database, "user", st.user, "client", c.remote, "tls", c.tls, "replication", st.repl.param())
 	}
 	isAdminDB := st.database == "pgbouncer"
+	if isAdminDB && st.repl != replNone {
+		return newError(codeReplicationConsole, "")
+	}
 	if s.refusesLogin(c, st.database) {
 		return newError(codeShuttingDown, "")
 	}
@@ -381,6 +401,13 @@ func (c *clientConn) login() error {
 	c.mu.Lock()
 	c.pool = p
 	c.mu.Unlock()
+	if st.repl != replNone {
+		if err := c.replLogin(cfg, p); err != nil {
+			s.nclients.Add(-1)
+			return err
+		}
+		return c.conn.SetDeadline(time.Time{})
+	}
 	if err := c.welcome(); err != nil {
 		s.nclients.Add(-1)
 		return err
@@ -389,7 +416,8 @@ func (c *clientConn) login() error {
 }
 
 func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, error) {
-	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c, max: maxAuthMessage}, gate: c.throttle}
+	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c, max: maxAuthMessage}, gate: c.throttle,
+		physical: st.repl == replPhysical}
 	ctx, cancel := context.WithTimeout(context.Background(), max(cfg.ClientLoginTimeout, time.Second))
 	defer cancel()
 	if c.isOwnerConsole(st) {

@@ -45,6 +45,9 @@ type AuthExchange struct {
 	// gate reserves the sign-in throttle's budget while a credential
 	// the client sent is checked (nil when the throttle is off).
 	gate *throttleTicket
+	// physical is set for a physical replication connection, which only
+	// hba rules for the replication keyword match.
+	physical bool
 }
 
 // Identity is the result of a successful sign-in.

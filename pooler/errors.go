@@ -55,6 +55,10 @@ const (
 	codeEntraRevoked
 	codeEntraTokenExpired
 	codeSignInThrottled
+	codeReplicationInvalid
+	codeReplicationNotAllowed
+	codeReplicationConsole
+	codeReplicationClosed
 )
 
 // codeInfo is what a code means to the client and to the metrics.
@@ -113,6 +117,14 @@ var codeTable = map[errorCode]codeInfo{
 	// later; a 28xxx code would read as a wrong password. The message
 	// (built in throttledError) says when to retry.
 	codeSignInThrottled: {"signin_throttled", "53300", "too many failed sign-ins"},
+	// PostgreSQL's own error for a bad replication startup parameter.
+	codeReplicationInvalid: {"invalid_replication", "22023", "invalid value for parameter \"replication\": \"%s\""},
+	// A database whose allow_replication refuses the client's kind of
+	// replication: 28000, as PostgreSQL's pg_hba.conf refusals of
+	// replication connections (the message is built with the kind).
+	codeReplicationNotAllowed: {"replication_not_allowed", "28000", "replication connections to database \"%s\" are not allowed"},
+	codeReplicationConsole:    {"replication_not_allowed", "0A000", "the admin console does not accept replication connections"},
+	codeReplicationClosed:     {"replication_closed", "57P01", "terminating replication connection due to administrator command: the database's server connections are being renewed (RECONNECT, KILL, or RELOAD)"},
 }
 
 // String returns the code's metric label.
@@ -128,6 +140,8 @@ type pgError struct {
 	// login error to waiting clients).
 	sqlstate string
 	msg      string
+	// hint, when set, is sent as the error's HINT field.
+	hint string
 }
 
 func (e *pgError) Error() string {

@@ -88,6 +88,10 @@ type pool struct {
 	userLimit *limiter
 	// tokens holds the freshest client token for server_auth = passthrough.
 	tokens passthroughTokens
+	// replServers counts the replication clients' dedicated server
+	// connections (replication.go): not pool members, but counted in
+	// SHOW POOLS sv_active and the database's and role's connections.
+	replServers atomic.Int32
 
 	// statistics
 	waiting      atomic.Int32
@@ -248,10 +252,10 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 	// construction has its own deadline.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ServerConnectTimeout)
 	defer cancel()
-	if err := p.dbLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, true) }); err != nil {
+	if err := p.dbLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, true, false) }); err != nil {
 		return nil, wrapError(codeQueryWaitTimeout, "", err)
 	}
-	if err := p.userLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, false) }); err != nil {
+	if err := p.userLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, false, false) }); err != nil {
 		p.dbLimit.release()
 		return nil, wrapError(codeQueryWaitTimeout, "", err)
 	}
@@ -665,6 +669,15 @@ func (ps *poolSet) reconfigure(cfg *config.Config) {
 		p.mu.Unlock()
 		if dbConnChanged(old, db) {
 			p.reconnect()
+		} else if old.AllowReplication != db.AllowReplication {
+			// Replication connections the database no longer accepts
+			// are closed.
+			p.srv.killReplication(p, func(k replKind) *pgError {
+				if db.AllowReplication.Allows(k == replPhysical) {
+					return nil
+				}
+				return replNotAllowed(k, p.key.db, db.AllowReplication)
+			})
 		}
 		// The limiters are shared by name; this updates their maxima.
 		ps.mu.Lock()
@@ -689,6 +702,9 @@ func (p *pool) reconnect() {
 	for _, pp := range p.puddles() {
 		pp.Reset()
 	}
+	// Replication streams have no end to wait for: they close now, as
+	// PgBouncer closes close_needed replication servers at once.
+	p.srv.killReplication(p, func(replKind) *pgError { return newError(codeReplicationClosed, "") })
 }
 
 // puddles returns the pool's puddle pools: main, and reserve when
@@ -876,11 +892,12 @@ func (p *pool) database() *config.Database {
 
 // evictIdle closes the idle server connections of the other pools that
 // share p's database (byDB) or p's role, so that p can open one within
-// max_db_connections / max_user_connections.
-func (ps *poolSet) evictIdle(p *pool, byDB bool) {
+// max_db_connections / max_user_connections; with self, p's own idle ones
+// too (a replication connection cannot use them).
+func (ps *poolSet) evictIdle(p *pool, byDB, self bool) {
 	name := p.database().Name
 	for _, o := range ps.list() {
-		if o == p {
+		if o == p && !self {
 			continue
 		}
 		if byDB && o.database().Name != name || !byDB && o.key.user != p.key.user {

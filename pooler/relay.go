@@ -682,6 +682,12 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 				if ss.w-ss.r < l+1 {
 					return scanNeedRead, readyKeep
 				}
+				if att.prep && l == 4+8 && c.deallocPrepareTag(att, buf[ss.r+5:ss.r+1+l]) {
+					// The first half of a client DEALLOCATE's
+					// replacement (dealloc.go).
+					ss.splice, ss.skip = nil, l+1
+					return scanSplice, readyKeep
+				}
 				c.commandTag(att, buf[ss.r+5:ss.r+1+l])
 			}
 		case 'Z':
@@ -770,6 +776,18 @@ func (c *clientConn) commandTag(att *attachment, body []byte) {
 		// rather than let another client run it.
 		att.sc.broken = true
 	}
+}
+
+// deallocPrepareTag reports whether a CommandComplete body is the PREPARE
+// tag of a client DEALLOCATE's replacement query, which the client must
+// not see.
+func (c *clientConn) deallocPrepareTag(att *attachment, body []byte) bool {
+	if string(body) != "PREPARE\x00" {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return att.sc.stmts.onPrepareTag()
 }
 
 // compact moves unscanned bytes to the front of the buffer before a read.

@@ -32,8 +32,13 @@ type startup struct {
 	database string
 	// params are the session parameters the client set (startup packet and
 	// options -c), keyed by lower-case name.
-	params      map[string]string
-	replication string
+	params map[string]string
+	// repl is the kind of replication connection asked for (replication=
+	// true or database); replNone for an ordinary one.
+	repl replKind
+	// options is the raw options parameter of a replication connection,
+	// passed on to its server as it is.
+	options string
 }
 
 // errCancelHandled says the connection carried a CancelRequest that has been
@@ -234,6 +239,26 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 	}
 	st := &startup{params: map[string]string{}}
 	var unrecognized []string
+	// First the replication parameter, wherever it is: it decides how
+	// options is read (as PgBouncer does).
+	for rest := body; len(rest) > 1; {
+		k, r, ok := cstring(rest)
+		if !ok {
+			break
+		}
+		v, r2, ok := cstring(r)
+		if !ok {
+			break
+		}
+		rest = r2
+		if k == "replication" {
+			kind, ok := parseReplication(v)
+			if !ok {
+				return nil, &pgError{code: codeReplicationInvalid, arg: v, hint: `Valid values are: "false", 0, "true", 1, "database".`}
+			}
+			st.repl = kind
+		}
+	}
 	rest := body
 	for len(rest) > 1 {
 		k, r, ok := cstring(rest)
@@ -252,7 +277,12 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 		case k == "database":
 			st.database = v
 		case k == "replication":
-			st.replication = v
+		case k == "options" && st.repl != replNone:
+			// As PgBouncer: the server connection is the client's
+			// alone, so any option may go to it in its startup packet
+			// (CREATE SUBSCRIPTION sends -c extra_float_digits=3,
+			// which is not reported and so cannot be tracked).
+			st.options = v
 		case k == "options":
 			if err := s.parseOptions(cfg, st, v); err != nil {
 				return nil, err
@@ -281,14 +311,6 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 	}
 	if st.database == "" {
 		st.database = st.user
-	}
-	if st.replication != "" && !strings.EqualFold(st.replication, "false") && !strings.EqualFold(st.replication, "off") && st.replication != "0" && !strings.EqualFold(st.replication, "no") {
-		// Physical and logical replication need a dedicated server
-		// connection for the client's whole session; pgwarden does
-		// not offer that, and says so instead of a bare "unsupported
-		// startup parameter".
-		return nil, &pgError{code: codeUnsupportedStartupParam, arg: "replication", sqlstate: "0A000",
-			msg: "replication connections are not supported by pgwarden: connect replication clients (pg_basebackup, pg_receivewal, subscriptions) to PostgreSQL directly"}
 	}
 	if cfg.ApplicationNameAddHost {
 		app := st.params["application_name"]

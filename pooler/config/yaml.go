@@ -190,6 +190,7 @@ type yamlDatabase struct {
 	ApplicationName  string        `yaml:"application_name"`
 	AuthMode         string        `yaml:"auth_mode"`
 	ServerAuth       string        `yaml:"server_auth"`
+	AllowReplication string        `yaml:"allow_replication"`
 }
 
 // yamlUser is one users: entry; the keys are [users]'s.
@@ -441,6 +442,14 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 			setInt(&db.MaxDBConnections, yd.MaxDBConnections)
 			setDur(&db.ServerLifetime, yd.ServerLifetime)
 			db.PoolMode = poolMode(yd.PoolMode, p+".pool_mode")
+			if yd.AllowReplication != "" {
+				r, ok := ParseReplicationAllow(yd.AllowReplication)
+				if !ok {
+					k := p + ".allow_replication"
+					errs = append(errs, Problem{File: path, Line: lines[k], Key: k, Message: fmt.Sprintf("invalid allow_replication %q (expected all, none, logical or physical)", yd.AllowReplication)})
+				}
+				db.AllowReplication = r
+			}
 		}
 		c.Databases[name] = db
 	}
