@@ -24,8 +24,9 @@ import (
 // welcome fetch) owns it exclusively and must either Release or Destroy it.
 type serverConn struct {
 	conn net.Conn
-	// sio is conn's raw reader and writer when conn is a plain socket
-	// (rawio_linux.go); the hot path's reads and writes go through it.
+	// sio is conn's raw reader when conn is a plain socket
+	// (rawio_linux.go): the hot path's reads go through it, and its
+	// holder's writes name it (clientConn.writeServer).
 	sio     *sockIO
 	pool    *pool
 	target  string // network address, for cancels
@@ -473,12 +474,4 @@ func (sc *serverConn) read(b []byte) (int, error) {
 		return sc.sio.read(b)
 	}
 	return sc.conn.Read(b)
-}
-
-// write writes all of b to the server (the hot path's writes).
-func (sc *serverConn) write(b []byte) (int, error) {
-	if sc.sio != nil {
-		return sc.sio.write(b)
-	}
-	return sc.conn.Write(b)
 }

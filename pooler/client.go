@@ -713,6 +713,16 @@ func (c *clientConn) read(b []byte) (int, error) {
 	return c.conn.Read(b)
 }
 
+// writeServer writes all of b to sc, the server this client holds: the
+// session goroutine's writes (the writer's state is the client's, see
+// sockIO).
+func (c *clientConn) writeServer(sc *serverConn, b []byte) (int, error) {
+	if c.sio != nil && sc.sio != nil {
+		return c.sio.forward(sc.sio, b)
+	}
+	return sc.conn.Write(b)
+}
+
 // write writes b to the client; the caller holds writeMu.
 func (c *clientConn) write(b []byte) (int, error) {
 	if c.sio != nil {

@@ -415,7 +415,7 @@ func (c *clientConn) forward(att *attachment, b []byte) error {
 	if len(b) == 0 || att == nil {
 		return nil
 	}
-	if _, err := att.sc.write(b); err != nil {
+	if _, err := c.writeServer(att.sc, b); err != nil {
 		// The pump sees the broken server and ends the client.
 		return newError(codeServerConnCrashed, "")
 	}

@@ -297,7 +297,7 @@ func (c *clientConn) replSession() error {
 			if w.boundary() && w.last == 'X' {
 				r.clientGone.Store(true) // the server closes next
 			}
-			if _, err := r.sc.write(buf[:n]); err != nil {
+			if _, err := c.writeServer(r.sc, buf[:n]); err != nil {
 				break // replPump reports the server's end
 			}
 			r.pool.stats.recv.Add(int64(n))
