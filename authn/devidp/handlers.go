@@ -36,7 +36,9 @@ func (p *IdP) Handler() http.Handler {
 	mux.HandleFunc("POST /dev/token", p.serveMint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		mux.ServeHTTP(sw, r)
+		if !p.serveFault(sw, r) {
+			mux.ServeHTTP(sw, r)
+		}
 		p.log.Debug("devidp: request", "method", r.Method, "path", r.URL.Path, "status", sw.status)
 	})
 }
