@@ -170,6 +170,11 @@ func writeHuge(w http.ResponseWriter, n int64, chunked bool) int64 {
 		w.Header().Set("Content-Length", strconv.FormatInt(int64(len(head))+pad+int64(len(tail)), 10))
 	}
 	w.WriteHeader(http.StatusOK)
+	if chunked {
+		// Send the header now, so that net/http cannot count a small
+		// document and add a Content-Length itself.
+		http.NewResponseController(w).Flush()
+	}
 	var written int64
 	write := func(b []byte) bool {
 		m, err := w.Write(b)

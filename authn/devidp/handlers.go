@@ -48,6 +48,10 @@ type statusWriter struct {
 	status int
 }
 
+// Unwrap returns the underlying ResponseWriter, for
+// http.ResponseController.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // WriteHeader records the status code for the request log.
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
