@@ -14,7 +14,7 @@ package authn_test
 // written with t.Log, so it shows with `go test -v` (and in a failed test's
 // output): collect them with
 //
-//	go test -v -run 'IdP|Key|KID|Graph' ./authn/ ./cmd/pgwarden/ ./pooler/ | grep 'IDP-RESULT '
+//	go test -v -run 'IdP|Key|KID|Graph|Rotation' ./authn/ ./cmd/pgwarden/ ./pooler/ | grep 'IDP-RESULT '
 
 import (
 	"context"
