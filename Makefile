@@ -4,7 +4,8 @@
 #   make build         bin/pgwarden
 #   make demo          bin/pgwarden demo (throwaway PostgreSQL + pgwarden; Ctrl-C stops both)
 #   make lint          gofmt check + go vet
-#   make staticcheck   staticcheck (fetched with go run; only when asked for)
+#   make staticcheck   staticcheck, the version go.mod pins as a tool (go tool staticcheck);
+#                      CI runs it after the tests
 #   make bench         quick benchmark (about 2 minutes): pgwarden beside PgBouncer
 #                      and direct PostgreSQL, written to bench/RESULTS.md
 #   make bench-full    the full benchmark matrix (see bench/README.md)
@@ -53,7 +54,7 @@ lint:
 	$(GO) vet $(PKGS)
 
 staticcheck:
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
 
 # BENCHFLAGS adds harness flags, e.g. `make bench BENCHFLAGS='-note "busy machine"'`.
 bench:

@@ -342,7 +342,7 @@ func (s *SCRAMServer) ServerFinal(clientFinal []byte) ([]byte, error) {
 	if !ok {
 		return nil, protocolError("nonce attribute expected in client-final-message")
 	}
-	if nonce != s.nonce {
+	if subtle.ConstantTimeCompare([]byte(nonce), []byte(s.nonce)) != 1 {
 		return nil, protocolError("nonce mismatch in client-final-message")
 	}
 	last := fields[len(fields)-1]

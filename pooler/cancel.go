@@ -75,6 +75,10 @@ func (r *cancelRegistry) unregister(key [8]byte) {
 // server that client is attached to, using the server's own key; with
 // peering on, a key another peer handed out goes to that peer (once).
 // Unknown keys and idle clients are ignored, as PostgreSQL does.
+//
+// The key is a secret: it is found by a map lookup (hashed with the map's
+// random per-process seed), never compared byte by byte, so the time taken
+// tells nothing about how much of a guessed key was right.
 func (r *cancelRegistry) forward(key [8]byte) {
 	r.mu.Lock()
 	c := r.m[normalKey(key)]

@@ -689,7 +689,7 @@ func (ps *poolSet) reconfigure(cfg *config.Config) {
 }
 
 func dbConnChanged(a, b *config.Database) bool {
-	return a.Host != b.Host || a.Port != b.Port || a.DBName != b.DBName || a.User != b.User || a.Password != b.Password || a.ConnectQuery != b.ConnectQuery
+	return a.Host != b.Host || a.Port != b.Port || a.DBName != b.DBName || a.User != b.User || a.Password != b.Password || a.ConnectQuery != b.ConnectQuery // old and new config: not a credential check
 }
 
 // reconnect closes idle servers now and marks busy ones to close at
