@@ -87,7 +87,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 		return nil, &loginFailure{ServerFailBackendToken, err}
 	}
 	network, addr := serverAddress(cfg, db, p.nextHost())
-	d := net.Dialer{KeepAlive: -1}
+	d := net.Dialer{KeepAlive: -1, Resolver: p.srv.opts.Resolver}
 	if cfg.TCPKeepalive {
 		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: cfg.TCPKeepIdle, Interval: cfg.TCPKeepIntvl, Count: cfg.TCPKeepCnt}
 	}

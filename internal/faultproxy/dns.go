@@ -84,7 +84,16 @@ func (d *DNS) Resolver() *net.Resolver {
 				// never sends.
 				return nil, errors.New("faultproxy: dns: no TCP")
 			}
-			return nd.DialContext(ctx, "udp", addr)
+			c, err := nd.DialContext(ctx, "udp", addr)
+			if err != nil {
+				return nil, err
+			}
+			// The Go resolver gives up on a cancelled lookup only when
+			// its read times out (resolv.conf's timeout, 5 s by
+			// default); closing the socket ends it at once, so that a
+			// test counting goroutines need not wait for that.
+			context.AfterFunc(ctx, func() { c.Close() })
+			return c, nil
 		},
 	}
 }
