@@ -26,7 +26,11 @@ type serverConn struct {
 	conn net.Conn
 	// sio is conn's raw reader and writer when conn is a plain socket
 	// (rawio_linux.go); the hot path's reads and writes go through it.
-	sio     *sockIO
+	sio *sockIO
+	// probe looks at the socket under conn (under TLS too) while the
+	// connection is idle in its pool (closedWhileIdle); nil where the
+	// platform has no sockIO.
+	probe   *sockIO
 	pool    *pool
 	target  string // network address, for cancels
 	network string
@@ -99,6 +103,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 		tuneTCP(tc, cfg)
 	}
 	sc := &serverConn{conn: conn, pool: p, target: addr, network: network, params: map[string]string{}, created: time.Now(), stmts: newServerStmts()}
+	raw := conn
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(deadline)
 	}
@@ -128,8 +133,23 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 	}
 	if !sc.tlsOn {
 		sc.sio = newSockIO(sc.conn)
+		sc.probe = sc.sio
+	} else {
+		sc.probe = newSockIO(raw)
 	}
 	return sc, nil
+}
+
+// closedWhileIdle reports whether the server closed the connection, reset
+// it or sent something unasked while it sat idle in the pool: after
+// pg_terminate_backend, a restart, a network reset, or a server-side
+// timeout such as idle_session_timeout (PostgreSQL sends its FATAL, then
+// closes). Such a connection is closed rather than handed to a client,
+// who would get the dead connection's error for a query it never ran
+// there (PgBouncer watches its idle servers for the same reason: "idle
+// server got dirty").
+func (sc *serverConn) closedWhileIdle() bool {
+	return sc.probe != nil && sc.probe.readable()
 }
 
 // loginFailure tags an error of dialServer with the step that failed, for

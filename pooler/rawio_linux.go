@@ -38,6 +38,11 @@ type sockIO struct {
 	wbuf    []byte
 	werr    syscall.Errno
 	writeFn func(fd uintptr) bool
+
+	pbuf   [1]byte
+	pn     uintptr
+	perr   syscall.Errno
+	peekFn func(fd uintptr)
 }
 
 // newSockIO returns the raw reader and writer of conn, or nil when conn is
@@ -60,6 +65,7 @@ func newSockIO(conn net.Conn) *sockIO {
 	s := &sockIO{rc: rc, net: nw}
 	s.readFn = s.doRead
 	s.writeFn = s.doWrite
+	s.peekFn = s.doPeek
 	return s
 }
 
@@ -132,4 +138,27 @@ func (s *sockIO) write(b []byte) (int, error) {
 		return len(b) - left, &net.OpError{Op: "write", Net: s.net, Err: os.NewSyscallError("write", e)}
 	}
 	return len(b), nil
+}
+
+func (s *sockIO) doPeek(fd uintptr) {
+	for {
+		s.pn, _, s.perr = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.pbuf[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if s.perr != syscall.EINTR {
+			return
+		}
+	}
+}
+
+// readable reports, without waiting and without consuming anything,
+// whether the socket has something to read: bytes, the peer's close (EOF)
+// or an error such as a reset. On a server connection idle in its pool,
+// where nothing is expected, any of these means it must not be reused.
+// One recvfrom(MSG_PEEK|MSG_DONTWAIT) without the runtime's syscall
+// bookkeeping; it does not allocate.
+func (s *sockIO) readable() bool {
+	if err := s.rc.Control(s.peekFn); err != nil {
+		return true // closed
+	}
+	return s.perr != syscall.EAGAIN
 }
