@@ -81,6 +81,11 @@ type clientConn struct {
 	// writeMu serialises writes to the client socket (server pumps and the
 	// session goroutine may both write).
 	writeMu sync.Mutex
+	// outMid is set, under writeMu, while the server bytes written to
+	// the client end inside a message (or a write failed part-way): an
+	// ErrorResponse now would be read as part of that message, so the
+	// client is closed without one (sendFatal).
+	outMid bool
 
 	mu struct {
 		sync.Mutex
@@ -249,9 +254,15 @@ func (c *clientConn) sendFatal(pe *pgError) {
 	}
 	b := appendErrorResponse(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage())
 	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.outMid {
+		// The client is inside a message relayed from the server (a
+		// DataRow cut short): it can only be told by the close.
+		c.srv.log.Debug("client closed without an error message: it was sent part of a server message", "client", c.remote, "error", pe.clientMessage())
+		return
+	}
 	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.conn.Write(b)
-	c.writeMu.Unlock()
 }
 
 // kill closes the client with err as its FATAL message (admin KILL,

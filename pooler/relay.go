@@ -831,7 +831,7 @@ func (c *clientConn) driveInline(att *attachment) error {
 		start := ss.r
 		ev, act := c.scanServer(att)
 		if ss.r > start {
-			if err := c.writeClient(buf[start:ss.r], p); err != nil {
+			if err := c.writeClient(buf[start:ss.r], p, ss.remaining > 0); err != nil {
 				return fail(err)
 			}
 		}
@@ -941,7 +941,7 @@ func (c *clientConn) pump(att *attachment) {
 		start := ss.r
 		ev, act := c.scanServer(att)
 		if ss.r > start {
-			if err := c.writeClient(buf[start:ss.r], p); err != nil {
+			if err := c.writeClient(buf[start:ss.r], p, ss.remaining > 0); err != nil {
 				c.pumpEnded(att, err, 0)
 				return
 			}
@@ -997,7 +997,7 @@ func (c *clientConn) splice(att *attachment) error {
 	b := ss.splice
 	ss.splice, ss.skip = nil, 0
 	if len(b) > 0 {
-		return c.writeClient(b, att.pool)
+		return c.writeClient(b, att.pool, false)
 	}
 	return nil
 }
@@ -1152,10 +1152,12 @@ func (c *clientConn) releaseAfterSession(att *attachment) {
 	att.pool.release(att.res)
 }
 
-// writeClient writes b to the client under writeMu.
-func (c *clientConn) writeClient(b []byte, p *pool) error {
+// writeClient writes b, server bytes, to the client under writeMu; mid
+// says that b ends inside a message (see outMid).
+func (c *clientConn) writeClient(b []byte, p *pool, mid bool) error {
 	c.writeMu.Lock()
 	_, err := c.write(b)
+	c.outMid = mid || err != nil
 	c.writeMu.Unlock()
 	if err != nil {
 		return &clientWriteError{err}
