@@ -79,7 +79,8 @@ type clientConn struct {
 	expiry *time.Timer
 
 	// writeMu serialises writes to the client socket (server pumps and the
-	// session goroutine may both write).
+	// session goroutine may both write), and changes of its write
+	// deadline.
 	writeMu sync.Mutex
 	// outMid is set, under writeMu, while the server bytes written to
 	// the client end inside a message (or a write failed part-way): an
@@ -263,6 +264,15 @@ func (c *clientConn) sendFatal(pe *pgError) {
 	}
 	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.conn.Write(b)
+}
+
+// setWriteDeadline sets the client socket's write deadline (the zero time
+// clears it). It takes writeMu, so that it cannot undo sendFatal's own
+// deadline in the middle of sendFatal's write.
+func (c *clientConn) setWriteDeadline(t time.Time) {
+	c.writeMu.Lock()
+	_ = c.conn.SetWriteDeadline(t)
+	c.writeMu.Unlock()
 }
 
 // kill closes the client with err as its FATAL message (admin KILL,

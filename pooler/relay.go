@@ -299,14 +299,21 @@ func (c *clientConn) readError(err error) error {
 }
 
 // idleTimeoutLocked returns the read timeout for the client while it is
-// quiet: none while a request is in flight, idle_transaction_timeout inside
-// a transaction, client_idle_timeout otherwise.
+// quiet: while a request is in flight, what is left of query_timeout (none
+// without one), idle_transaction_timeout inside a transaction,
+// client_idle_timeout otherwise.
 func (c *clientConn) idleTimeoutLocked() (time.Duration, errorCode) {
 	cfg := c.srv.cfg.Load()
 	att := c.mu.att
 	u := cfg.Users[c.st.user]
 	switch {
 	case att != nil && att.inFlight > 0:
+		// A client waiting for its answer owes nothing; one that stops
+		// halfway through a message (or a COPY) holds its server, and
+		// query_timeout bounds that as it bounds the query.
+		if qt := c.queryTimeout(); qt > 0 {
+			return max(time.Until(time.Unix(0, c.requestTime.Load()).Add(qt)), time.Nanosecond), codeQueryTimeout
+		}
 		return 0, codeClientIdleTimeout
 	case att != nil && (att.txStatus == 'T' || att.txStatus == 'E'):
 		if u != nil && u.IdleTransactionTimeout >= 0 {
@@ -812,6 +819,13 @@ func (c *clientConn) driveInline(att *attachment) error {
 		ss.free()
 		return err
 	}
+	if qt > 0 {
+		// query_timeout also bounds the writes: a client that stops
+		// reading its answer holds the server as surely as a slow
+		// query does.
+		c.setWriteDeadline(time.Unix(0, c.requestTime.Load()).Add(qt))
+		defer c.setWriteDeadline(time.Time{})
+	}
 	for {
 		if needRead {
 			ss.compact()
@@ -832,6 +846,10 @@ func (c *clientConn) driveInline(att *attachment) error {
 		ev, act := c.scanServer(att)
 		if ss.r > start {
 			if err := c.writeClient(buf[start:ss.r], p, ss.remaining > 0); err != nil {
+				var ne net.Error
+				if qt > 0 && errors.As(err, &ne) && ne.Timeout() {
+					return fail(newError(codeQueryTimeout, ""))
+				}
 				return fail(err)
 			}
 		}
@@ -923,11 +941,13 @@ func (c *clientConn) pump(att *attachment) {
 				// never overwritten.
 				c.mu.Lock()
 				if !att.clientGone {
+					// The write deadline too: see driveInline.
+					var dl time.Time
 					if att.inFlight > 0 {
-						_ = sc.conn.SetReadDeadline(time.Unix(0, c.requestTime.Load()).Add(qt))
-					} else {
-						_ = sc.conn.SetReadDeadline(time.Time{})
+						dl = time.Unix(0, c.requestTime.Load()).Add(qt)
 					}
+					_ = sc.conn.SetReadDeadline(dl)
+					c.setWriteDeadline(dl)
 				}
 				c.mu.Unlock()
 			}
@@ -942,7 +962,7 @@ func (c *clientConn) pump(att *attachment) {
 		ev, act := c.scanServer(att)
 		if ss.r > start {
 			if err := c.writeClient(buf[start:ss.r], p, ss.remaining > 0); err != nil {
-				c.pumpEnded(att, err, 0)
+				c.pumpEnded(att, err, qt)
 				return
 			}
 		}
