@@ -174,6 +174,14 @@ func (c *clientConn) runSession() (err error) {
 			if cfgMax := c.cfg.MaxPacketSize; cfgMax > 0 && l > cfgMax {
 				return newError(codeMessageTooLarge, "message exceeds max_packet_size")
 			}
+			if !noted && l+1 > w-r && l+1 <= len(buf) {
+				// Not all here yet, and it will fit: wait for the
+				// rest before taking a server for it, so that a
+				// client that stops halfway through a message holds
+				// none (as in PgBouncer). Larger messages are
+				// streamed; query_timeout bounds a stall in those.
+				break
+			}
 			if typ == 'X' {
 				if err := c.forwardRun(att, buf[start:r]); err != nil {
 					return err
