@@ -148,8 +148,9 @@ func (p *Proxy) SetBandwidth(dir Direction, bytesPerSec int) {
 // ResetAfter arms a one-shot reset: the next n bytes in direction dir
 // (counted over all links) are forwarded, then the link that carries the
 // byte after them is reset on both sides (TCP RST, SO_LINGER 0) with that
-// byte and the rest of its read unforwarded. Choosing n inside a message
-// cuts that message in two.
+// byte and the rest of its read unforwarded. The reset waits until the
+// peer has acknowledged the bytes forwarded, so it reads exactly n of them
+// (on Linux). Choosing n inside a message cuts that message in two.
 func (p *Proxy) ResetAfter(dir Direction, n int64) {
 	p.mu.Lock()
 	p.mu.dir[dir].resetLeft = n
@@ -361,6 +362,7 @@ func (l *link) forward(dir Direction, dst net.Conn, b []byte, readAt time.Time) 
 	if cut >= 0 {
 		if cut > 0 {
 			_, _ = dst.Write(b[:cut])
+			waitSent(dst)
 		}
 		l.p.resets.Add(1)
 		l.reset()

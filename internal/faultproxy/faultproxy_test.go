@@ -103,9 +103,14 @@ func TestResetAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.ResetAfter(Downstream, 1000)
-	_, err := roundTrip(c, make([]byte, 5000), 5*time.Second)
-	if !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("want a connection reset, got %v", err)
+	if _, err := c.Write(make([]byte, 5000)); err != nil {
+		t.Fatal(err)
+	}
+	// Exactly the 1000 bytes before the cut arrive, then the reset.
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	if !errors.Is(err, syscall.ECONNRESET) || n != 1000 {
+		t.Fatalf("want 1000 bytes and a connection reset, got %d bytes and %v", n, err)
 	}
 	if p.Resets() != 1 {
 		t.Fatalf("resets = %d", p.Resets())
