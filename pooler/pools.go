@@ -264,10 +264,9 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 		if p.obs != nil {
 			p.obs.ServerLoginFailed(reason)
 		}
-		var se *serverError
-		if errors.As(err, &se) && se.code == "57P03" {
+		if cannotConnectNow(err) {
 			// The server is starting up: do not cache, clients keep
-			// waiting.
+			// waiting (acquireRaw).
 			return nil, err
 		}
 		p.mu.Lock()
@@ -275,6 +274,7 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 		p.mu.loginAt = time.Now()
 		p.mu.Unlock()
 		p.srv.log.Warn("server login failed", "db", p.key.db, "user", p.key.user, "err", err)
+		var se *serverError
 		if errors.As(err, &se) || asPgError(err) != nil {
 			return nil, err
 		}
@@ -539,11 +539,45 @@ func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], e
 			if ctx.Err() != nil {
 				return nil, newError(codeQueryWaitTimeout, "")
 			}
+			if cannotConnectNow(err) && p.pauseBeforeRetry(ctx) {
+				// PostgreSQL is starting up, recovering or shutting
+				// down: the client keeps waiting (query_wait_timeout
+				// applies) and the login is tried again, as in
+				// PgBouncer. Once the wait is over the client gets
+				// the server's error.
+				continue
+			}
 			return nil, err
 		}
 		if p.usable(res) {
 			return res, nil
 		}
+	}
+}
+
+// cannotConnectNowRetry is how long a client waits between server logins
+// refused with 57P03 (each costs PostgreSQL a fork).
+const cannotConnectNowRetry = 250 * time.Millisecond
+
+// cannotConnectNow reports whether err is PostgreSQL's 57P03
+// (cannot_connect_now: starting up, in recovery, shutting down).
+func cannotConnectNow(err error) bool {
+	var se *serverError
+	return errors.As(err, &se) && se.code == "57P03"
+}
+
+// pauseBeforeRetry waits cannotConnectNowRetry; false when ctx ends or the
+// pooler shuts down first.
+func (p *pool) pauseBeforeRetry(ctx context.Context) bool {
+	t := time.NewTimer(cannotConnectNowRetry)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-p.srv.shutdownCh:
+		return false
 	}
 }
 
