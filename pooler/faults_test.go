@@ -37,7 +37,7 @@ package pooler_test
 // Timeouts are set low (fractions of a second to 2 s) so that the whole set
 // runs in well under a minute; the figures scale with them. With
 // PGWARDEN_FAULTS_LONG=1 the crowd scenarios are larger (5,000 silent
-// clients instead of 2,000, 30,000 random-key cancels instead of 3,000).
+// clients instead of 2,000, 20,000 random-key cancels instead of 3,000).
 
 import (
 	"context"
@@ -518,6 +518,15 @@ func (e *faultEnv) emit() {
 }
 
 var resultsMu sync.Mutex
+
+// noFileLimit is the soft descriptor limit.
+func noFileLimit(t *testing.T) int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	return int(min(rl.Cur, 1<<20))
+}
 
 // raiseNoFile lifts the soft descriptor limit to the hard one (the
 // scenarios with thousands of sockets need several thousand).
