@@ -27,7 +27,11 @@ type serverConn struct {
 	// sio is conn's raw reader when conn is a plain socket
 	// (rawio_linux.go): the hot path's reads go through it, and its
 	// holder's writes name it (clientConn.writeServer).
-	sio     *sockIO
+	sio *sockIO
+	// probe looks at the socket under conn (under TLS too) while the
+	// connection is idle in its pool (closedWhileIdle); nil where the
+	// platform has no sockIO.
+	probe   *sockIO
 	pool    *pool
 	target  string // network address, for cancels
 	network string
@@ -100,7 +104,8 @@ func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) 
 		login.startup = mergeParams(login.startup, repl)
 	}
 	network, addr := serverAddress(cfg, db, p.nextHost())
-	d := net.Dialer{KeepAlive: -1} // tuneTCP sets it from the configuration
+	// KeepAlive -1: tuneTCP sets it from the configuration.
+	d := net.Dialer{KeepAlive: -1, Resolver: p.srv.opts.Resolver}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, &loginFailure{ServerFailConnect, fmt.Errorf("connect to %s: %w", addr, err)}
@@ -109,6 +114,7 @@ func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) 
 		tuneTCP(tc, cfg)
 	}
 	sc := &serverConn{conn: conn, pool: p, target: addr, network: network, params: map[string]string{}, created: time.Now(), stmts: newServerStmts()}
+	raw := conn
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(deadline)
 	}
@@ -138,8 +144,23 @@ func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) 
 	}
 	if !sc.tlsOn {
 		sc.sio = newSockIO(sc.conn)
+		sc.probe = sc.sio
+	} else {
+		sc.probe = newSockIO(raw)
 	}
 	return sc, nil
+}
+
+// closedWhileIdle reports whether the server closed the connection, reset
+// it or sent something unasked while it sat idle in the pool: after
+// pg_terminate_backend, a restart, a network reset, or a server-side
+// timeout such as idle_session_timeout (PostgreSQL sends its FATAL, then
+// closes). Such a connection is closed rather than handed to a client,
+// who would get the dead connection's error for a query it never ran
+// there (PgBouncer watches its idle servers for the same reason: "idle
+// server got dirty").
+func (sc *serverConn) closedWhileIdle() bool {
+	return sc.probe != nil && sc.probe.readable()
 }
 
 // loginFailure tags an error of dialServer with the step that failed, for

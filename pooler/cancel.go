@@ -131,7 +131,7 @@ func (s *Server) cancelServer(network, target string, skey [8]byte, tlsOn bool) 
 	cfg := r.srv.cfg.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.CancelWaitTimeout)
 	defer cancel()
-	var d net.Dialer
+	d := net.Dialer{Resolver: s.opts.Resolver}
 	conn, err := d.DialContext(ctx, network, target)
 	if err != nil {
 		r.srv.log.Warn("cancel request: connect to server failed", "err", err)
@@ -190,7 +190,7 @@ func (r *cancelRegistry) toPeer(cfg *config.Config, owner int, key [8]byte) {
 	network, addr := peerAddress(p)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.CancelWaitTimeout)
 	defer cancel()
-	var d net.Dialer
+	d := net.Dialer{Resolver: r.srv.opts.Resolver}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		r.srv.log.Warn("cancel request: connect to peer failed", "peer_id", owner, "addr", addr, "err", err)

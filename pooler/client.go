@@ -87,8 +87,14 @@ type clientConn struct {
 	expiry *time.Timer
 
 	// writeMu serialises writes to the client socket (server pumps and the
-	// session goroutine may both write).
+	// session goroutine may both write), and changes of its write
+	// deadline.
 	writeMu sync.Mutex
+	// outMid is set, under writeMu, while the server bytes written to
+	// the client end inside a message (or a write failed part-way): an
+	// ErrorResponse now would be read as part of that message, so the
+	// client is closed without one (sendFatal).
+	outMid bool
 
 	mu struct {
 		sync.Mutex
@@ -267,8 +273,23 @@ func (c *clientConn) sendFatal(pe *pgError) {
 	}
 	b := appendErrorResponseHint(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage(), pe.hint)
 	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.outMid {
+		// The client is inside a message relayed from the server (a
+		// DataRow cut short): it can only be told by the close.
+		c.srv.log.Debug("client closed without an error message: it was sent part of a server message", "client", c.remote, "error", pe.clientMessage())
+		return
+	}
 	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.conn.Write(b)
+}
+
+// setWriteDeadline sets the client socket's write deadline (the zero time
+// clears it). It takes writeMu, so that it cannot undo sendFatal's own
+// deadline in the middle of sendFatal's write.
+func (c *clientConn) setWriteDeadline(t time.Time) {
+	c.writeMu.Lock()
+	_ = c.conn.SetWriteDeadline(t)
 	c.writeMu.Unlock()
 }
 

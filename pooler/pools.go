@@ -268,10 +268,9 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 		if p.obs != nil {
 			p.obs.ServerLoginFailed(reason)
 		}
-		var se *serverError
-		if errors.As(err, &se) && se.code == "57P03" {
+		if cannotConnectNow(err) {
 			// The server is starting up: do not cache, clients keep
-			// waiting.
+			// waiting (acquireRaw).
 			return nil, err
 		}
 		p.mu.Lock()
@@ -279,6 +278,7 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 		p.mu.loginAt = time.Now()
 		p.mu.Unlock()
 		p.srv.log.Warn("server login failed", "db", p.key.db, "user", p.key.user, "err", err)
+		var se *serverError
 		if errors.As(err, &se) || asPgError(err) != nil {
 			return nil, err
 		}
@@ -543,6 +543,14 @@ func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], e
 			if ctx.Err() != nil {
 				return nil, newError(codeQueryWaitTimeout, "")
 			}
+			if cannotConnectNow(err) && p.pauseBeforeRetry(ctx) {
+				// PostgreSQL is starting up, recovering or shutting
+				// down: the client keeps waiting (query_wait_timeout
+				// applies) and the login is tried again, as in
+				// PgBouncer. Once the wait is over the client gets
+				// the server's error.
+				continue
+			}
 			return nil, err
 		}
 		if p.usable(res) {
@@ -551,11 +559,50 @@ func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], e
 	}
 }
 
+// cannotConnectNowRetry is how long a client waits between server logins
+// refused with 57P03 (each costs PostgreSQL a fork).
+const cannotConnectNowRetry = 250 * time.Millisecond
+
+// cannotConnectNow reports whether err is PostgreSQL's 57P03
+// (cannot_connect_now: starting up, in recovery, shutting down).
+func cannotConnectNow(err error) bool {
+	var se *serverError
+	return errors.As(err, &se) && se.code == "57P03"
+}
+
+// pauseBeforeRetry waits cannotConnectNowRetry; false when ctx ends or the
+// pooler shuts down first.
+func (p *pool) pauseBeforeRetry(ctx context.Context) bool {
+	t := time.NewTimer(cannotConnectNowRetry)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-p.srv.shutdownCh:
+		return false
+	}
+}
+
+// idleProbeAfter is how long a server must have been idle before usable
+// looks at its socket (closedWhileIdle, about 0.35 µs): a server handed on
+// within a millisecond of its last ReadyForQuery, as under heavy load, is
+// taken as it is, which keeps the look off the busiest path; the janitor
+// looks at every idle server each second as well.
+const idleProbeAfter = time.Millisecond
+
 // usable vets a server just taken from the pool: one marked for closing,
-// past its lifetime or failing server_check_query is destroyed.
+// past its lifetime, closed by the server while idle or failing
+// server_check_query is destroyed.
 func (p *pool) usable(res *puddle.Resource[*serverConn]) bool {
 	sc := res.Value()
 	if p.stale(sc) || sc.expired() {
+		res.Destroy()
+		return false
+	}
+	if res.IdleDuration() >= idleProbeAfter && sc.closedWhileIdle() {
+		p.srv.log.Info("closing because: server connection closed by the server while idle", "db", p.key.db, "user", p.key.user, "pid", sc.pid)
 		res.Destroy()
 		return false
 	}
@@ -778,6 +825,10 @@ func (ps *poolSet) janitor() {
 			sc := res.Value()
 			switch {
 			case p.stale(sc) || sc.expired():
+				res.Destroy()
+				total--
+			case sc.closedWhileIdle():
+				p.srv.log.Info("closing because: server connection closed by the server while idle", "db", p.key.db, "user", p.key.user, "pid", sc.pid)
 				res.Destroy()
 				total--
 			case cfg.ServerIdleTimeout > 0 && res.IdleDuration() > cfg.ServerIdleTimeout && total > minSize:

@@ -46,6 +46,13 @@ type sockIO struct {
 
 	w   rawWriter // writes to this socket (a client's: under its writeMu)
 	fwd rawWriter // a client's session goroutine's writes to its server
+
+	// peek state: a server connection's holder (or the janitor) looks
+	// at it while it is idle.
+	pbuf   [1]byte
+	pn     uintptr
+	perr   syscall.Errno
+	peekFn func(fd uintptr)
 }
 
 // rawWriter is the state of one writer's calls.
@@ -111,6 +118,7 @@ func newSockIO(conn net.Conn) *sockIO {
 	s.readFn = s.doRead
 	s.w.bind()
 	s.fwd.bind()
+	s.peekFn = s.doPeek
 	return s
 }
 
@@ -159,3 +167,26 @@ func (s *sockIO) write(b []byte) (int, error) { return s.w.write(s.rc, s.net, b)
 // forward writes b to the server socket to with this client's forwarding
 // state (fwd): the session goroutine's writes to its server.
 func (s *sockIO) forward(to *sockIO, b []byte) (int, error) { return s.fwd.write(to.rc, to.net, b) }
+
+func (s *sockIO) doPeek(fd uintptr) {
+	for {
+		s.pn, _, s.perr = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.pbuf[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if s.perr != syscall.EINTR {
+			return
+		}
+	}
+}
+
+// readable reports, without waiting and without consuming anything,
+// whether the socket has something to read: bytes, the peer's close (EOF)
+// or an error such as a reset. On a server connection idle in its pool,
+// where nothing is expected, any of these means it must not be reused.
+// One recvfrom(MSG_PEEK|MSG_DONTWAIT) without the runtime's syscall
+// bookkeeping; it does not allocate.
+func (s *sockIO) readable() bool {
+	if err := s.rc.Control(s.peekFn); err != nil {
+		return true // closed
+	}
+	return s.perr != syscall.EAGAIN
+}

@@ -14,3 +14,4 @@ func (*sockIO) read([]byte) (int, error)  { panic("unreachable") }
 func (*sockIO) write([]byte) (int, error) { panic("unreachable") }
 
 func (*sockIO) forward(*sockIO, []byte) (int, error) { panic("unreachable") }
+func (*sockIO) readable() bool                       { panic("unreachable") }

@@ -333,10 +333,10 @@ func (c *clientConn) replPump(r *replLink) {
 	for {
 		n, err := r.sc.read(buf)
 		if n > 0 {
-			if err := c.writeClient(buf[:n], r.pool); err != nil {
+			w.walk(buf[:n])
+			if err := c.writeClient(buf[:n], r.pool, !w.boundary()); err != nil {
 				return // the client is gone (or was killed and stopped reading)
 			}
-			w.walk(buf[:n])
 		}
 		if err == nil {
 			continue

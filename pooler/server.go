@@ -40,6 +40,10 @@ type Options struct {
 	// AuditLogger receives one structured line per sign-in attempt
 	// (success or failure, with its reason); nil means JSON on stderr.
 	AuditLogger *slog.Logger
+	// Resolver looks up the host names of [databases] and [peers]
+	// entries, at each server connection and cancel request; nil means
+	// net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // Observer is told about events the metrics and audit sinks care about.
