@@ -320,7 +320,7 @@ func reliabilityMarkdown(res *reliabilityResults, jsonRel string) string {
 			}
 			var figs []string
 			for _, r := range t.Results {
-				figs = append(figs, "`"+string(r)+"`")
+				figs = append(figs, renderResult(r))
 			}
 			w("| %s | %s | %.1f s | %s |\n", t.Name, verdict, t.Seconds, strings.Join(figs, "<br>"))
 		}
@@ -342,4 +342,66 @@ func reliabilityMarkdown(res *reliabilityResults, jsonRel string) string {
 		w("\n")
 	}
 	return b.String()
+}
+
+// renderResult shows one KIND-RESULT object in a table cell: a fault
+// scenario as its cases (what each client saw), recovery and leak check;
+// anything else as its fields, key=value.
+func renderResult(raw json.RawMessage) string {
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return "`" + string(raw) + "`"
+	}
+	esc := func(s string) string { return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s) }
+	num := func(v any) string {
+		switch x := v.(type) {
+		case float64:
+			if x == float64(int64(x)) {
+				return strconv.FormatInt(int64(x), 10)
+			}
+			return strconv.FormatFloat(x, 'f', 1, 64)
+		case string:
+			return esc(x)
+		case bool:
+			return strconv.FormatBool(x)
+		}
+		b, _ := json.Marshal(v)
+		return esc(string(b))
+	}
+	if f, ok := m["fault"].(string); ok {
+		parts := []string{"**" + esc(f) + "**"}
+		if cl, ok := m["clients"].([]any); ok {
+			for _, c := range cl {
+				cm, _ := c.(map[string]any)
+				state := num(cm["message"])
+				if sq, _ := cm["sqlstate"].(string); sq != "" {
+					state = sq + " " + state
+				}
+				parts = append(parts, fmt.Sprintf("%s: %s (%s ms)", num(cm["case"]), state, num(cm["elapsed_ms"])))
+			}
+		}
+		if r, ok := m["recovery_ms"]; ok {
+			parts = append(parts, "recovery "+num(r)+" ms")
+		}
+		if l, ok := m["leak"].(map[string]any); ok {
+			leak := "leak check: " + num(l["ok"])
+			if g, ok := l["goroutines_base"]; ok {
+				leak += fmt.Sprintf(" (goroutines %s→%s, fds %s→%s, server conns %s→%s)", num(g), num(l["goroutines_end"]), num(l["fds_base"]), num(l["fds_end"]), num(l["server_conns_base"]), num(l["server_conns_end"]))
+			}
+			parts = append(parts, leak)
+		}
+		return strings.Join(parts, "<br>")
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if k != "test" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var kv []string
+	for _, k := range keys {
+		kv = append(kv, k+"="+num(m[k]))
+	}
+	return strings.Join(kv, ", ")
 }
