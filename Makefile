@@ -4,10 +4,12 @@
 #   make build         bin/pgwarden
 #   make demo          bin/pgwarden demo (throwaway PostgreSQL + pgwarden; Ctrl-C stops both)
 #   make lint          gofmt check + go vet
-#   make staticcheck   staticcheck (fetched with go run; only when asked for)
+#   make staticcheck   staticcheck, the version go.mod pins as a tool (go tool staticcheck);
+#                      CI runs it after the tests
 #   make bench         quick benchmark (about 2 minutes): pgwarden beside PgBouncer
 #                      and direct PostgreSQL, written to bench/RESULTS.md
 #   make bench-full    the full benchmark matrix (see bench/README.md)
+#   make reliability   the reliability scorecard, RELIABILITY.md (hours; reliability-quick: minutes)
 #   make image         the container image (deploy/container; podman, buildah or docker)
 #   make check-deploy  the Helm chart's checks (deploy/check, a Go module of its own:
 #                      helm lint and template, strict decoding, config validation)
@@ -26,7 +28,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := build
-.PHONY: test build demo deps lint staticcheck bench bench-full image check-deploy fuzz fuzz-short
+.PHONY: test build demo deps lint staticcheck bench bench-full reliability reliability-quick image check-deploy fuzz fuzz-short
 
 # deps installs what a fresh Debian machine lacks (PostgreSQL server and
 # client, pgbench, make/gcc) with apt, as .ci/run does; it does nothing when
@@ -55,7 +57,7 @@ lint:
 	$(GO) vet $(PKGS)
 
 staticcheck:
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
 
 # BENCHFLAGS adds harness flags, e.g. `make bench BENCHFLAGS='-note "busy machine"'`.
 bench:
@@ -63,6 +65,17 @@ bench:
 
 bench-full:
 	$(GO) run ./bench $(BENCHFLAGS)
+
+# The reliability scorecard, RELIABILITY.md: fault, identity-provider,
+# throttling and security tests, every fuzz target (10 minutes each), a
+# 10,000-client soak and a 1,000/s TLS sign-in storm. Takes hours; the
+# quick variant takes a few minutes. RELFLAGS adds flags, e.g.
+# `make reliability RELFLAGS='-sections soak,signin'`.
+reliability:
+	$(GO) run ./bench reliability $(RELFLAGS)
+
+reliability-quick:
+	$(GO) run ./bench reliability -quick $(RELFLAGS)
 
 # IMAGE names the image (default pgwarden:<version> and pgwarden:latest).
 image:

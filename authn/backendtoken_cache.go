@@ -186,7 +186,7 @@ func (c *CachedProvider) Token(ctx context.Context) (AccessToken, error) {
 func (c *CachedProvider) Invalidate(token string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cur != nil && c.cur.tok.Token == token {
+	if c.cur != nil && c.cur.tok.Token == token { // pgwarden's own token, handed back: not a credential check
 		c.cur = nil
 		c.nextAttempt = time.Time{}
 	}

@@ -134,6 +134,7 @@ type enIdPServer struct {
 	jwks      atomic.Int64 // key set requests served
 	discovery atomic.Int64 // discovery requests served
 	graph     atomic.Int64 // Graph requests served
+	inflight  atomic.Int64 // requests being answered now
 	// intercept, if set and returning true, has answered the request.
 	intercept atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
 }
@@ -153,6 +154,8 @@ func newEnIdPServer(t testing.TB, opts devidp.Options) *enIdPServer {
 	s := &enIdPServer{idp: idp}
 	h := idp.Handler()
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Add(-1)
 		if s.down.Load() {
 			http.Error(w, "identity provider down", http.StatusServiceUnavailable)
 			return

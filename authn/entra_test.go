@@ -340,6 +340,7 @@ func TestTokenCacheBoundedAndDisabled(t *testing.T) {
 }
 
 func TestKeyRotation(t *testing.T) {
+	rep := idpResult(t, "jwks_key_rotation_overlap")
 	s := newEnIdPServer(t, devidp.Options{Tenants: []string{enTenantA}})
 	obs := &enCountObserver{}
 	v := newEnValidator(t, s.config(obs))
@@ -366,6 +367,7 @@ func TestKeyRotation(t *testing.T) {
 	if n := s.jwks.Load() - before; n != 1 {
 		t.Errorf("unknown kid caused %d key set fetches, want 1", n)
 	}
+	rep.set("new_kid_fetches", s.jwks.Load()-before)
 	// Both keys are published: both tokens pass (the old one freshly too).
 	if _, err := v.Validate(ctx, oldTok); err != nil {
 		t.Errorf("old kid while published: %v", err)
@@ -425,6 +427,7 @@ func enSorted(s []string) []string {
 // TestUnknownKIDStorm: 1,000 concurrent sign-ins with unknown kids cause at
 // most one key set fetch.
 func TestUnknownKIDStorm(t *testing.T) {
+	rep := idpResult(t, "jwks_unknown_kid_storm")
 	s := newEnIdPServer(t, devidp.Options{Tenants: []string{enTenantA}})
 	v := newEnValidator(t, s.config(nil))
 	toks := make([]string, 10)
@@ -437,6 +440,9 @@ func TestUnknownKIDStorm(t *testing.T) {
 	if n := s.jwks.Load() - before; n > 1 {
 		t.Errorf("storm caused %d key set fetches, want at most 1", n)
 	}
+	rep.set("signins", 1000)
+	rep.set("fetches", s.jwks.Load()-before)
+	rep.set("refused_unknown_kid", reasons[authn.ReasonUnknownKID])
 	for r, n := range reasons {
 		if r != authn.ReasonUnknownKID {
 			t.Errorf("%d sign-ins refused with %q", n, r)
@@ -455,6 +461,7 @@ func TestUnknownKIDStorm(t *testing.T) {
 // TestRotationStorm: 1,000 concurrent sign-ins with a freshly rotated kid all
 // succeed, sharing a single key set fetch.
 func TestRotationStorm(t *testing.T) {
+	rep := idpResult(t, "jwks_rotation_storm")
 	s := newEnIdPServer(t, devidp.Options{Tenants: []string{enTenantA}})
 	v := newEnValidator(t, s.config(nil))
 	if _, err := s.idp.Rotate(enTenantA); err != nil {
@@ -470,6 +477,9 @@ func TestRotationStorm(t *testing.T) {
 	if n := s.jwks.Load() - before; n != 1 {
 		t.Errorf("rotation storm caused %d key set fetches, want 1", n)
 	}
+	rep.set("signins", 1000)
+	rep.set("fetches", s.jwks.Load()-before)
+	rep.set("refused", len(reasons))
 	if len(reasons) != 0 {
 		t.Errorf("refusals: %v", reasons)
 	}
@@ -500,6 +510,7 @@ func enStorm(t *testing.T, v *authn.Validator, n int, token func(int) string) ma
 }
 
 func TestUnknownKIDWaitIsBounded(t *testing.T) {
+	rep := idpResult(t, "jwks_unknown_kid_wait_bounded")
 	s := newEnIdPServer(t, devidp.Options{Tenants: []string{enTenantA}})
 	cfg := s.config(nil)
 	cfg.UnknownKIDMaxWait = 100 * time.Millisecond
@@ -511,6 +522,9 @@ func TestUnknownKIDWaitIsBounded(t *testing.T) {
 	if d := time.Since(start); d > 800*time.Millisecond {
 		t.Errorf("sign-in waited %v", d)
 	}
+	rep.set("bound_ms", cfg.UnknownKIDMaxWait)
+	rep.set("waited_ms", time.Since(start))
+	rep.set("reason", authn.ReasonOf(err))
 	if r := authn.ReasonOf(err); r != authn.ReasonJWKSUnavailable {
 		t.Errorf("reason %q (%v)", r, err)
 	}
@@ -527,6 +541,7 @@ func TestUnknownKIDWaitIsBounded(t *testing.T) {
 }
 
 func TestIdPDownAtStartWithCacheFile(t *testing.T) {
+	rep := idpResult(t, "jwks_down_at_start_cache_file")
 	s := newEnIdPServer(t, devidp.Options{Tenants: []string{enTenantA, enTenantB}})
 	path := filepath.Join(t.TempDir(), "jwks.json")
 	cfg := s.config(nil)
@@ -563,6 +578,7 @@ func TestIdPDownAtStartWithCacheFile(t *testing.T) {
 	if len(v.Keys()) != 4 {
 		t.Errorf("%d keys, want 4", len(v.Keys()))
 	}
+	rep.set("keys_from_cache_file", len(v.Keys()))
 	for _, ks := range v.KeySets() {
 		if ks.Source != authn.SourceCacheFile || ks.Keys != 1 {
 			t.Errorf("key set %+v", ks)
@@ -647,6 +663,7 @@ func TestCacheFileOfAnotherAuthorityIgnored(t *testing.T) {
 }
 
 func TestIdPDownMidRun(t *testing.T) {
+	idpResult(t, "jwks_down_mid_run")
 	s := newEnIdPServer(t, devidp.Options{Tenants: []string{enTenantA}})
 	cfg := s.config(nil)
 	cfg.TokenCacheSize = -1
@@ -678,6 +695,7 @@ func TestIdPDownMidRun(t *testing.T) {
 // document naming a non-loopback http jwks_uri, is refused and the keys in
 // use stay.
 func TestBadKeySetKeepsKeys(t *testing.T) {
+	idpResult(t, "jwks_bad_key_set")
 	s := newEnIdPServer(t, devidp.Options{Tenants: []string{enTenantA}})
 	var mode atomic.Int32
 	intercept := func(w http.ResponseWriter, r *http.Request) bool {

@@ -238,6 +238,12 @@ func (v *Validator) get(s *entraKeySet, kind, u, trigger string) (body []byte, e
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return nil, fmt.Errorf("GET %s: HTTP status %d", u, resp.StatusCode)
 	}
+	// The cap stops the read: a declared size over it is refused before
+	// any of the body is read, and an undeclared one is read only up to
+	// one byte past the cap. Closing the unread body drops the connection.
+	if resp.ContentLength > entraMaxDocument {
+		return nil, fmt.Errorf("GET %s: document of %d bytes is larger than %d bytes", u, resp.ContentLength, entraMaxDocument)
+	}
 	body, err = io.ReadAll(io.LimitReader(resp.Body, entraMaxDocument+1))
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", u, err)

@@ -208,6 +208,7 @@ func TestGraphCache(t *testing.T) {
 }
 
 func TestGraphUnavailable(t *testing.T) {
+	idpResult(t, "graph_unavailable")
 	s := newEnIdPServer(t, devidp.Options{Tenants: []string{enTenantA}, Groups: map[string][]string{enGroupOID: {enBobOID}}})
 	ps := enPrincipals(t)
 	ctx := context.Background()

@@ -144,6 +144,60 @@ func NewSCRAMServerFromPlain(password string, iterations int) *SCRAMServer {
 	return NewSCRAMServer(NewSCRAMSecret(password, salt, iterations))
 }
 
+// SCRAMPlainCache derives the SCRAM secret of a cleartext password (a plain
+// auth_file entry, an auth_query answer) once and reuses it for the later
+// exchanges of the same user and password, as PostgreSQL reuses the secret
+// it stores: one PBKDF2 derivation (iterations rounds, about a millisecond
+// at 4096) per user and password instead of one per sign-in. Each entry has
+// its own random salt. A changed password is a new entry; when the cache
+// holds max entries it starts over. Safe for concurrent use.
+type SCRAMPlainCache struct {
+	mu  sync.Mutex
+	m   map[scramPlainKey]SCRAMSecret
+	max int
+}
+
+type scramPlainKey struct {
+	user, password string
+	iterations     int
+}
+
+// NewSCRAMPlainCache returns a cache of at most max entries (1024 if below 1).
+func NewSCRAMPlainCache(max int) *SCRAMPlainCache {
+	if max < 1 {
+		max = 1024
+	}
+	return &SCRAMPlainCache{m: map[scramPlainKey]SCRAMSecret{}, max: max}
+}
+
+// Server returns a server for one exchange of user against password
+// (iterations as for NewSCRAMServerFromPlain).
+func (c *SCRAMPlainCache) Server(user, password string, iterations int) *SCRAMServer {
+	if iterations < 1 {
+		iterations = DefaultSCRAMIterations
+	}
+	k := scramPlainKey{user, password, iterations}
+	c.mu.Lock()
+	sec, ok := c.m[k]
+	c.mu.Unlock()
+	if !ok {
+		salt := make([]byte, scramSaltLen)
+		rand.Read(salt)
+		sec = NewSCRAMSecret(password, salt, iterations)
+		c.mu.Lock()
+		if len(c.m) >= c.max {
+			clear(c.m)
+		}
+		if prev, raced := c.m[k]; raced {
+			sec = prev // another sign-in derived it first: keep one salt
+		} else {
+			c.m[k] = sec
+		}
+		c.mu.Unlock()
+	}
+	return NewSCRAMServer(sec)
+}
+
 // mockKey is the per-process random key behind mock salts.
 var mockKey = sync.OnceValue(func() []byte {
 	k := make([]byte, 32)
@@ -288,7 +342,7 @@ func (s *SCRAMServer) ServerFinal(clientFinal []byte) ([]byte, error) {
 	if !ok {
 		return nil, protocolError("nonce attribute expected in client-final-message")
 	}
-	if nonce != s.nonce {
+	if subtle.ConstantTimeCompare([]byte(nonce), []byte(s.nonce)) != 1 {
 		return nil, protocolError("nonce mismatch in client-final-message")
 	}
 	last := fields[len(fields)-1]

@@ -587,3 +587,24 @@ func TestSCRAMErrorsDoNotLeakSecrets(t *testing.T) {
 	check(serr)
 	check(cerr)
 }
+
+func TestSCRAMPlainCache(t *testing.T) {
+	c := NewSCRAMPlainCache(2)
+	a := c.Server("alice", "pw1", 4096)
+	b := c.Server("alice", "pw1", 4096)
+	if !bytes.Equal(a.secret.Salt, b.secret.Salt) || !bytes.Equal(a.secret.StoredKey, b.secret.StoredKey) {
+		t.Fatal("same user and password: the derived secret was not reused")
+	}
+	if want := NewSCRAMSecret("pw1", a.secret.Salt, 4096); !bytes.Equal(want.StoredKey, a.secret.StoredKey) || !bytes.Equal(want.ServerKey, a.secret.ServerKey) {
+		t.Fatal("cached secret differs from a fresh derivation with its salt")
+	}
+	if d := c.Server("alice", "pw2", 4096); bytes.Equal(d.secret.StoredKey, a.secret.StoredKey) {
+		t.Fatal("a changed password reused the old secret")
+	}
+	if e := c.Server("bob", "pw1", 4096); bytes.Equal(e.secret.Salt, a.secret.Salt) {
+		t.Fatal("two users share a salt")
+	}
+	if n := len(c.m); n > 2 {
+		t.Fatalf("cache holds %d entries, max 2", n)
+	}
+}

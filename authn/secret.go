@@ -271,7 +271,7 @@ func hmacSHA256(key, msg []byte) []byte {
 // VerifyPlain reports whether password, received in cleartext from user
 // (PostgreSQL's "password" authentication), matches sec:
 //
-//   - plain: the passwords are compared in constant time;
+//   - plain: the passwords' SHA-256 digests are compared in constant time;
 //   - md5: MD5Secret(user, password) is compared with the stored hash;
 //   - SCRAM: the keys are derived from password with the secret's salt and
 //     iteration count and compared with StoredKey and ServerKey.
@@ -285,7 +285,14 @@ func VerifyPlain(sec Secret, user, password string) bool {
 	}
 	switch sec.Kind {
 	case SecretPlain:
-		return sec.Plain != "" && subtle.ConstantTimeCompare([]byte(sec.Plain), []byte(password)) == 1
+		// Digests, not the passwords: ConstantTimeCompare returns at
+		// once on a length mismatch, which would tell the stored
+		// password's length.
+		if sec.Plain == "" {
+			return false
+		}
+		want, got := sha256.Sum256([]byte(sec.Plain)), sha256.Sum256([]byte(password))
+		return subtle.ConstantTimeCompare(want[:], got[:]) == 1
 	case SecretMD5:
 		return isMD5Secret(sec.MD5) && subtle.ConstantTimeCompare([]byte(sec.MD5), []byte(MD5Secret(user, password))) == 1
 	case SecretSCRAM:

@@ -379,3 +379,31 @@ func TestSetupText(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTestOutputAndRender(t *testing.T) {
+	out := []byte(`=== RUN   TestFaultX
+    faults_test.go:10: FAULT-RESULT {"fault":"reset","clients":[{"case":"a|b","sqlstate":"08006","message":"crashed","elapsed_ms":1.5}],"recovery_ms":33,"leak":{"ok":true,"goroutines_base":10,"goroutines_end":10,"fds_base":1,"fds_end":1,"server_conns_base":0,"server_conns_end":0}}
+--- PASS: TestFaultX (0.50s)
+=== RUN   TestIdPSlow
+    idp_test.go:5: IDP-RESULT {"item":"jwks_slow","outcome":"pass","test":"TestIdPSlow","wait_ms":3001.027}
+--- FAIL: TestIdPSlow (3.00s)
+FAIL
+FAIL	github.com/pgwarden/pgwarden/authn	3.1s
+`)
+	res := parseTestOutput(out)
+	if len(res) != 2 || !res[0].Passed || res[1].Passed || res[0].Seconds != 0.5 || len(res[0].Results) != 1 || len(res[1].Results) != 1 {
+		t.Fatalf("%+v", res)
+	}
+	if res[1].Package != "github.com/pgwarden/pgwarden/authn" {
+		t.Fatalf("package %q", res[1].Package)
+	}
+	f := renderResult(res[0].Results[0])
+	for _, want := range []string{"**reset**", `a\|b: 08006 crashed (1.5 ms)`, "recovery 33 ms", "leak check: true (goroutines 10→10"} {
+		if !strings.Contains(f, want) {
+			t.Errorf("fault cell %q lacks %q", f, want)
+		}
+	}
+	if g := renderResult(res[1].Results[0]); g != "item=jwks_slow, outcome=pass, wait_ms=3001.0" {
+		t.Errorf("idp cell %q", g)
+	}
+}

@@ -34,6 +34,9 @@ type iniOptions struct {
 	// sections (PgBouncer refuses them), so that the bench role signs in
 	// with an Entra access token; only pgwarden runs with it.
 	entra *entraSetup
+	// extra is appended to pgwarden's file (the reliability run's
+	// [metrics] section); pgwarden only.
+	extra string
 }
 
 func (o iniOptions) String() string {
@@ -103,11 +106,12 @@ logfile = %s
 	if e := opts.entra; e != nil {
 		b.WriteString(e.iniSections(opts.tls))
 	}
+	b.WriteString(opts.extra)
 	return b.String()
 }
 
 // pgwardenOnlySections are the pgbouncer.ini sections of pgwarden's own.
-var pgwardenOnlySections = []string{"entra", "entra_principals"}
+var pgwardenOnlySections = []string{"entra", "entra_principals", "metrics"}
 
 // sharedINI removes pgwarden's own sections (and the blank lines before
 // them) from ini: what is left is what PgBouncer can read too.

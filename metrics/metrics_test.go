@@ -100,6 +100,40 @@ pgwarden_client_errors_total{code="protocol_violation",sqlstate="08P01"} 2
 	}
 }
 
+// TestSignInThrottle: the throttle's counter by scope and action, and the
+// gauge of spent budgets read from the live source at scrape time (0
+// before one is set).
+func TestSignInThrottle(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	m.SignInThrottled(ThrottleScopeAddress, ThrottleRefused)
+	m.SignInThrottled(ThrottleScopeAddress, ThrottleRefused)
+	m.SignInThrottled(ThrottleScopeRole, ThrottleDelayed)
+	want := `
+# HELP pgwarden_signin_throttled_keys Client addresses or role names whose failed sign-in budget is spent now, by scope.
+# TYPE pgwarden_signin_throttled_keys gauge
+pgwarden_signin_throttled_keys{scope="address"} 0
+pgwarden_signin_throttled_keys{scope="role"} 0
+# HELP pgwarden_signin_throttled_total Sign-ins the sign-in throttle held (delayed) or refused, by the budget that did it (address or role).
+# TYPE pgwarden_signin_throttled_total counter
+pgwarden_signin_throttled_total{action="delayed",scope="role"} 1
+pgwarden_signin_throttled_total{action="refused",scope="address"} 2
+`
+	names := []string{"pgwarden_signin_throttled_keys", "pgwarden_signin_throttled_total"}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Error(err)
+	}
+	live := map[string]int{ThrottleScopeAddress: 3, ThrottleScopeRole: 1}
+	m.ThrottledKeysFrom(func(scope string) int { return live[scope] })
+	live[ThrottleScopeAddress] = 4
+	want = strings.Replace(want, `{scope="address"} 0`, `{scope="address"} 4`, 1)
+	want = strings.Replace(want, `{scope="role"} 0`, `{scope="role"} 1`, 1)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestJWKSAge(t *testing.T) {
 	t.Parallel()
 	var now atomic.Int64
@@ -151,6 +185,8 @@ func TestNilMetrics(t *testing.T) {
 	m.BackendTokenExpiry("entra", time.Now())
 	m.SessionsRevoked(1)
 	m.ClientError("protocol_violation", "08P01")
+	m.SignInThrottled(ThrottleScopeRole, ThrottleRefused)
+	m.ThrottledKeysFrom(func(string) int { return 1 })
 	p := m.Pool("app", "alice")
 	if p != nil {
 		t.Errorf("nil Metrics gave pool metrics %v", p)
@@ -477,6 +513,7 @@ func touchAll(m *Metrics) {
 	m.BackendTokenExpiry("entra", time.Now().Add(time.Hour))
 	m.SessionsRevoked(1)
 	m.ClientError("protocol_violation", "08P01")
+	m.SignInThrottled(ThrottleScopeAddress, ThrottleRefused)
 	p := m.Pool("app", "alice")
 	p.ClientWait(time.Millisecond)
 	p.Query(time.Millisecond)

@@ -33,6 +33,8 @@ type Metrics struct {
 	backendTokenExpiry   *prometheus.GaugeVec
 	revokedSessions      prometheus.Counter
 	clientErrors         *prometheus.CounterVec
+	signInThrottled      *prometheus.CounterVec
+	throttledKeysFunc    atomic.Pointer[func(scope string) int] // set by ThrottledKeysFrom
 	clientWait           *prometheus.HistogramVec
 	queryDuration        *prometheus.HistogramVec
 	xactDuration         *prometheus.HistogramVec
@@ -108,8 +110,59 @@ func newMetrics(reg prometheus.Registerer, now func() time.Time) *Metrics {
 		Name: "pgwarden_client_errors_total",
 		Help: "ErrorResponse messages pgwarden itself sent to clients, by pgwarden error code and SQLSTATE.",
 	}, []string{"code", "sqlstate"})
+	m.signInThrottled = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "pgwarden_signin_throttled_total",
+		Help: "Sign-ins the sign-in throttle held (delayed) or refused, by the budget that did it (address or role).",
+	}, []string{"scope", "action"})
+	for _, scope := range []string{ThrottleScopeAddress, ThrottleScopeRole} {
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "pgwarden_signin_throttled_keys",
+			Help:        "Client addresses or role names whose failed sign-in budget is spent now, by scope.",
+			ConstLabels: prometheus.Labels{"scope": scope},
+		}, func() float64 {
+			if fn := m.throttledKeysFunc.Load(); fn != nil {
+				return float64((*fn)(scope))
+			}
+			return 0
+		})
+	}
 	m.newDataPath(f)
 	return m
+}
+
+// Scopes of the sign-in throttle, for [Metrics.SignInThrottled] and the
+// pgwarden_signin_throttled_keys gauge.
+const (
+	ThrottleScopeAddress = "address"
+	ThrottleScopeRole    = "role"
+)
+
+// Actions of the sign-in throttle, for [Metrics.SignInThrottled].
+const (
+	// ThrottleDelayed: the sign-in was held until its budget came back.
+	ThrottleDelayed = "delayed"
+	// ThrottleRefused: the sign-in was refused.
+	ThrottleRefused = "refused"
+)
+
+// SignInThrottled records one sign-in held or refused by the sign-in
+// throttle: scope is [ThrottleScopeAddress] or [ThrottleScopeRole], action
+// [ThrottleDelayed] or [ThrottleRefused].
+func (m *Metrics) SignInThrottled(scope, action string) {
+	if m == nil {
+		return
+	}
+	m.signInThrottled.WithLabelValues(scope, action).Inc()
+}
+
+// ThrottledKeysFrom makes pgwarden_signin_throttled_keys read, at every
+// scrape, the number of keys of each scope whose budget is spent from f.
+// f must be safe to call from the scraping goroutine.
+func (m *Metrics) ThrottledKeysFrom(f func(scope string) int) {
+	if m == nil {
+		return
+	}
+	m.throttledKeysFunc.Store(&f)
 }
 
 // SignIn records one client sign-in attempt and its duration. method is the

@@ -615,7 +615,7 @@ const helpText = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VER
 	"\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n" +
 	"\tSHOW DNS_HOSTS|DNS_ZONES\n" +
 	"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n" +
-	"\tSHOW PRINCIPALS|SIGNINS|JWKS\n" +
+	"\tSHOW PRINCIPALS|SIGNINS|JWKS|THROTTLE\n" +
 	"\tSET key = arg\n" +
 	"\tRELOAD\n" +
 	"\tPAUSE [<db>]\n" +
@@ -722,6 +722,8 @@ func (a *adminSession) show(what, q string) []byte {
 		return resultSet(signinsColumns, s.signinRows())
 	case "jwks":
 		return resultSet(jwksColumns, s.jwksRows())
+	case "throttle":
+		return resultSet(throttleColumns, s.throttleRows())
 	}
 	return syntaxError(q)
 }
@@ -983,7 +985,7 @@ func (s *Server) clientRows() [][]*string {
 		if v.closeNeeded {
 			closeNeeded = 1
 		}
-		rows = append(rows, []*string{sp("C"), sp(v.user), sp(v.db), sp("none"), sp(v.state),
+		rows = append(rows, []*string{sp("C"), sp(v.user), sp(v.db), sp(v.repl.String()), sp(v.state),
 			sp(addr), ip(int64(port)), sp(laddr), ip(int64(lport)),
 			sp(pgTime(v.connectTime)), sp(pgTime(v.requestTime)),
 			ip(int64(wait / time.Second)), ip(int64(wait % time.Second / time.Microsecond)), ip(closeNeeded),
@@ -1002,7 +1004,7 @@ func (s *Server) serverRows() [][]*string {
 		if v.client != nil {
 			link = sp(ptrText(v.client))
 		}
-		rows = append(rows, []*string{sp("S"), sp(v.pool.key.user), sp(v.pool.key.db), sp("none"), sp(v.state),
+		rows = append(rows, []*string{sp("S"), sp(v.pool.key.user), sp(v.pool.key.db), sp(v.repl.String()), sp(v.state),
 			sp(addr), ip(int64(port)), sp(laddr), ip(int64(lport)),
 			sp(pgTime(sc.created)), sp(pgTime(sc.created)), ip(0), ip(0), ip(b2i(v.pool.stale(sc))),
 			sp(ptrText(sc)), link, ip(int64(sc.pid)), sp(sc.tlsDescription()), sp(""), ip(int64(sc.stmts.n.Load())), ip(0)})

@@ -112,14 +112,15 @@ var consoleColumns = map[string]string{
 	"SHOW PRINCIPALS": "role:t,oid:t,type:t,tenant:t,admin:t,mfa:t,source:t",
 	"SHOW SIGNINS":    "time:t,client:t,database:t,role:t,method:t,tls:t,result:t,reason:t,principal_type:t,oid:t,upn:t,uti:t,latency_ms:t",
 	"SHOW JWKS":       "issuer:t,kid:t,tenant:t,version:t,fetched_at:t,source:t",
+	"SHOW THROTTLE":   "scope:t,key:t,failures:q,tokens:N,burst:i,in_progress:i,last_failure:t,throttled_until:t",
 }
 
 const socketCols = "type:t,user:t,database:t,replication:t,state:t,addr:t,port:i,local_addr:t,local_port:i,connect_time:t,request_time:t,wait:i,wait_us:i,close_needed:i,ptr:t,link:t,remote_pid:i,tls:t,application_name:t,prepared_statements:i,id:i"
 
 // helpDetail is SHOW HELP's detail in PgBouncer 1.25.2, with pgwarden's
-// PRINCIPALS|SIGNINS|JWKS line.
+// PRINCIPALS|SIGNINS|JWKS|THROTTLE line.
 const helpDetail = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\tSHOW PEERS|PEER_POOLS\n\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n" +
-	"\tSHOW DNS_HOSTS|DNS_ZONES\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\tSHOW PRINCIPALS|SIGNINS|JWKS\n\tSET key = arg\n\tRELOAD\n\tPAUSE [<db>]\n\tRESUME [<db>]\n" +
+	"\tSHOW DNS_HOSTS|DNS_ZONES\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\tSHOW PRINCIPALS|SIGNINS|JWKS|THROTTLE\n\tSET key = arg\n\tRELOAD\n\tPAUSE [<db>]\n\tRESUME [<db>]\n" +
 	"\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tKILL [<db>]\n\tKILL_CLIENT <client_id>\n\tSUSPEND\n\tSHUTDOWN\n\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n\tWAIT_CLOSE [<db>]"
 
 // connectNotices connects with simple protocol and collects the notices.

@@ -194,7 +194,8 @@ type clientView struct {
 	connectTime time.Time
 	requestTime time.Time
 	closeNeeded bool
-	prepared    int // named prepared statements
+	prepared    int      // named prepared statements
+	repl        replKind // a replication client's kind
 }
 
 // clientViews lists signed-in clients (login-phase clients are left out,
@@ -222,11 +223,14 @@ func (s *Server) clientViews() []clientView {
 		v.appName = c.st.params["application_name"]
 		v.tls = c.tlsDesc
 		v.prepared = len(c.ps.client)
+		v.repl = c.st.repl
 		switch {
 		case state == stateWaiting:
 			v.state, v.waitFrom = "waiting", c.mu.waitFrom
 		case c.mu.att != nil:
 			v.state, v.link, v.linkPool = "active", c.mu.att.sc, c.mu.att.pool
+		case c.mu.repl != nil:
+			v.state, v.link, v.linkPool = "active", c.mu.repl.sc, c.mu.repl.pool
 		case admin:
 			v.state = "active"
 		default:
@@ -250,6 +254,7 @@ type serverView struct {
 	pool   *pool
 	state  string
 	client *clientConn
+	repl   replKind // a replication client's server
 }
 
 // serverViews lists the servers linked to clients (active) and the idle
@@ -261,7 +266,7 @@ func (s *Server) serverViews() []serverView {
 	var out []serverView
 	for _, v := range s.clientViews() {
 		if v.link != nil {
-			out = append(out, serverView{sc: v.link, pool: v.linkPool, state: "active", client: v.c})
+			out = append(out, serverView{sc: v.link, pool: v.linkPool, state: "active", client: v.c, repl: v.repl})
 		}
 	}
 	for _, p := range s.pools.list() {
@@ -319,7 +324,7 @@ func (p *pool) serverCount() int64 {
 	if p.mu.reserve != nil {
 		n += int64(p.mu.reserve.Stat().TotalResources())
 	}
-	return n
+	return n + int64(p.replServers.Load())
 }
 
 // userNames lists the users SHOW USERS reports: auth_file entries,

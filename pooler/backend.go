@@ -24,9 +24,14 @@ import (
 // welcome fetch) owns it exclusively and must either Release or Destroy it.
 type serverConn struct {
 	conn net.Conn
-	// sio is conn's raw reader and writer when conn is a plain socket
-	// (rawio_linux.go); the hot path's reads and writes go through it.
-	sio     *sockIO
+	// sio is conn's raw reader when conn is a plain socket
+	// (rawio_linux.go): the hot path's reads go through it, and its
+	// holder's writes name it (clientConn.writeServer).
+	sio *sockIO
+	// probe looks at the socket under conn (under TLS too) while the
+	// connection is idle in its pool (closedWhileIdle); nil where the
+	// platform has no sockIO.
+	probe   *sockIO
 	pool    *pool
 	target  string // network address, for cancels
 	network string
@@ -77,20 +82,30 @@ type serverLogin struct {
 	startup   []param
 }
 
-// dialServer connects and logs in. The returned connection is idle
-// (ReadyForQuery seen). On error nothing is left open.
+// dialServer connects and logs in a server connection for the pool. The
+// returned connection is idle (ReadyForQuery seen). On error nothing is
+// left open.
 func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
+	return p.dialWith(ctx, nil)
+}
+
+// dialWith is dialServer; repl, when not nil, makes it a replication
+// client's dedicated connection: repl's parameters go into the
+// StartupMessage over the database's own (replication=…, the client's
+// tracked parameters and options), and connect_query is not run.
+func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) {
 	cfg := p.srv.cfg.Load()
 	db := p.database()
 	login, err := p.loginInfo(ctx)
 	if err != nil {
 		return nil, &loginFailure{ServerFailBackendToken, err}
 	}
-	network, addr := serverAddress(cfg, db, p.nextHost())
-	d := net.Dialer{KeepAlive: -1}
-	if cfg.TCPKeepalive {
-		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: cfg.TCPKeepIdle, Interval: cfg.TCPKeepIntvl, Count: cfg.TCPKeepCnt}
+	if repl != nil {
+		login.startup = mergeParams(login.startup, repl)
 	}
+	network, addr := serverAddress(cfg, db, p.nextHost())
+	// KeepAlive -1: tuneTCP sets it from the configuration.
+	d := net.Dialer{KeepAlive: -1, Resolver: p.srv.opts.Resolver}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, &loginFailure{ServerFailConnect, fmt.Errorf("connect to %s: %w", addr, err)}
@@ -99,6 +114,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 		tuneTCP(tc, cfg)
 	}
 	sc := &serverConn{conn: conn, pool: p, target: addr, network: network, params: map[string]string{}, created: time.Now(), stmts: newServerStmts()}
+	raw := conn
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(deadline)
 	}
@@ -117,7 +133,7 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 		sc.lifetime = lt - time.Duration(rand.Int64N(int64(lt)/10+1))
 	}
 	sc.lastUsed = time.Now()
-	if db.ConnectQuery != "" {
+	if db.ConnectQuery != "" && repl == nil {
 		if err := sc.simpleExec(db.ConnectQuery); err != nil {
 			p.srv.log.Warn("connect_query failed", "db", db.Name, "err", err)
 			if errors.Is(err, errServerBroken) {
@@ -128,8 +144,23 @@ func (p *pool) dialServer(ctx context.Context) (*serverConn, error) {
 	}
 	if !sc.tlsOn {
 		sc.sio = newSockIO(sc.conn)
+		sc.probe = sc.sio
+	} else {
+		sc.probe = newSockIO(raw)
 	}
 	return sc, nil
+}
+
+// closedWhileIdle reports whether the server closed the connection, reset
+// it or sent something unasked while it sat idle in the pool: after
+// pg_terminate_backend, a restart, a network reset, or a server-side
+// timeout such as idle_session_timeout (PostgreSQL sends its FATAL, then
+// closes). Such a connection is closed rather than handed to a client,
+// who would get the dead connection's error for a query it never ran
+// there (PgBouncer watches its idle servers for the same reason: "idle
+// server got dirty").
+func (sc *serverConn) closedWhileIdle() bool {
+	return sc.probe != nil && sc.probe.readable()
 }
 
 // loginFailure tags an error of dialServer with the step that failed, for
@@ -467,12 +498,4 @@ func (sc *serverConn) read(b []byte) (int, error) {
 		return sc.sio.read(b)
 	}
 	return sc.conn.Read(b)
-}
-
-// write writes all of b to the server (the hot path's writes).
-func (sc *serverConn) write(b []byte) (int, error) {
-	if sc.sio != nil {
-		return sc.sio.write(b)
-	}
-	return sc.conn.Write(b)
 }

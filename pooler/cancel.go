@@ -75,6 +75,10 @@ func (r *cancelRegistry) unregister(key [8]byte) {
 // server that client is attached to, using the server's own key; with
 // peering on, a key another peer handed out goes to that peer (once).
 // Unknown keys and idle clients are ignored, as PostgreSQL does.
+//
+// The key is a secret: it is found by a map lookup (hashed with the map's
+// random per-process seed), never compared byte by byte, so the time taken
+// tells nothing about how much of a guessed key was right.
 func (r *cancelRegistry) forward(key [8]byte) {
 	r.mu.Lock()
 	c := r.m[normalKey(key)]
@@ -107,6 +111,10 @@ func (r *cancelRegistry) forward(key [8]byte) {
 		// so that it cannot reach another client's query.
 		att.sc.cancelling.Add(1)
 		defer att.sc.cancelling.Done()
+	} else if r := c.mu.repl; r != nil {
+		// A replication client's server is its own: the cancel always
+		// goes there (pgwarden does not follow what runs on it).
+		network, target, skey, tlsOn = r.sc.network, r.sc.target, r.sc.key, r.sc.tlsOn
 	}
 	c.mu.Unlock()
 	if target == "" {
@@ -123,7 +131,7 @@ func (s *Server) cancelServer(network, target string, skey [8]byte, tlsOn bool) 
 	cfg := r.srv.cfg.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.CancelWaitTimeout)
 	defer cancel()
-	var d net.Dialer
+	d := net.Dialer{Resolver: s.opts.Resolver}
 	conn, err := d.DialContext(ctx, network, target)
 	if err != nil {
 		r.srv.log.Warn("cancel request: connect to server failed", "err", err)
@@ -182,7 +190,7 @@ func (r *cancelRegistry) toPeer(cfg *config.Config, owner int, key [8]byte) {
 	network, addr := peerAddress(p)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.CancelWaitTimeout)
 	defer cancel()
-	var d net.Dialer
+	d := net.Dialer{Resolver: r.srv.opts.Resolver}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		r.srv.log.Warn("cancel request: connect to peer failed", "peer_id", owner, "addr", addr, "err", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/user"
@@ -45,9 +46,16 @@ type clientConn struct {
 
 	st       *startup
 	identity *Identity
+	// throttle is the sign-in's way through the sign-in throttle (nil
+	// when it is off); owned by the login.
+	throttle *throttleTicket
 	pool     *pool         // set under mu once at sign-in; read freely by the owner
 	admin    *adminSession // set under mu at sign-in for the console
 	key      [8]byte
+	// repl is a replication client's dedicated server connection
+	// (replication.go), set at sign-in and owned by the session; mu.repl
+	// is the same, for others to see.
+	repl *replLink
 
 	// params are the values of the tracked session parameters this
 	// client expects, keyed by lower-case name.
@@ -79,15 +87,19 @@ type clientConn struct {
 	expiry *time.Timer
 
 	// writeMu serialises writes to the client socket (server pumps and the
-	// session goroutine may both write).
+	// session goroutine may both write), and changes of its write
+	// deadline.
 	writeMu sync.Mutex
-	// midMessage is set while the server bytes written to the client end
-	// inside a message (its body is still to come); under writeMu.
-	midMessage bool
+	// outMid is set, under writeMu, while the server bytes written to
+	// the client end inside a message (or a write failed part-way): an
+	// ErrorResponse now would be read as part of that message, so the
+	// client is closed without one (sendFatal).
+	outMid bool
 
 	mu struct {
 		sync.Mutex
 		att      *attachment // the attached server, nil when none
+		repl     *replLink   // a replication client's server
 		state    clientState
 		waitFrom time.Time
 		closing  ShutdownMode
@@ -172,6 +184,12 @@ func (c *clientConn) session() (parked bool) {
 		c.endOfSession(c.admin.run())
 		return false
 	}
+	if c.repl != nil {
+		err := c.replSession()
+		c.srv.nclients.Add(-1)
+		c.endOfSession(err)
+		return false
+	}
 	c.parkable = !c.tls && c.srv.parker.Load() != nil
 	return c.relay()
 }
@@ -208,6 +226,9 @@ func (c *clientConn) endOfSession(err error) {
 func (c *clientConn) finish() {
 	if c.key != ([8]byte{}) {
 		c.srv.cancels.unregister(c.key)
+	}
+	if c.repl != nil {
+		c.repl.close()
 	}
 	c.unregisterPark()
 	c.conn.Close()
@@ -246,24 +267,30 @@ func (c *clientConn) reportError(err error) {
 	c.srv.log.Debug("client connection ended", "client", c.remote, "err", err)
 }
 
-// sendFatal sends pe as a FATAL ErrorResponse, unless the client is in the
-// middle of a server message that will now never be finished (the server
-// connection died inside it, or the client is being ended while results
-// stream): an ErrorResponse there would be read as the rest of that
-// message, so the close that follows is all the client gets.
 func (c *clientConn) sendFatal(pe *pgError) {
-	b := appendErrorResponse(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage())
+	if c.srv.opts.Observer != nil {
+		c.srv.opts.Observer.ClientError(pe.code.String(), pe.clientSQLState())
+	}
+	b := appendErrorResponseHint(nil, 'E', "FATAL", pe.clientSQLState(), pe.clientMessage(), pe.hint)
 	c.writeMu.Lock()
-	if c.midMessage {
-		c.writeMu.Unlock()
+	defer c.writeMu.Unlock()
+	if c.outMid {
+		// The client is inside a message relayed from the server (a
+		// DataRow cut short): it can only be told by the close.
+		c.srv.log.Debug("client closed without an error message: it was sent part of a server message", "client", c.remote, "error", pe.clientMessage())
 		return
 	}
 	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.conn.Write(b)
+}
+
+// setWriteDeadline sets the client socket's write deadline (the zero time
+// clears it). It takes writeMu, so that it cannot undo sendFatal's own
+// deadline in the middle of sendFatal's write.
+func (c *clientConn) setWriteDeadline(t time.Time) {
+	c.writeMu.Lock()
+	_ = c.conn.SetWriteDeadline(t)
 	c.writeMu.Unlock()
-	if c.srv.opts.Observer != nil {
-		c.srv.opts.Observer.ClientError(pe.code.String(), pe.clientSQLState())
-	}
 }
 
 // kill closes the client with err as its FATAL message (admin KILL,
@@ -271,6 +298,9 @@ func (c *clientConn) sendFatal(pe *pgError) {
 func (c *clientConn) kill(pe *pgError) {
 	c.killErr.CompareAndSwap(nil, pe)
 	c.killOnce.Do(func() { close(c.killed) })
+	if c.stopReplication() {
+		return // the relay tells the client at a message boundary
+	}
 	c.sendFatal(pe)
 	c.raw.Close()
 	// A parked client has no goroutine to notice: start one, which finds
@@ -324,11 +354,32 @@ func (c *clientConn) login() error {
 	}
 	setLoginDeadline(c.conn, cfg.ClientLoginTimeout)
 	if cfg.LogConnections {
-		s.log.Info("login attempt", "db", st.database, "user", st.user, "client", c.remote, "tls", c.tls)
+		s.log.Info("login attempt", "db", st.database, "user", st.user, "client", c.remote, "tls", c.tls, "replication", st.repl.param())
 	}
 	isAdminDB := st.database == "pgbouncer"
+	if isAdminDB && st.repl != replNone {
+		return newError(codeReplicationConsole, "")
+	}
 	if s.refusesLogin(c, st.database) {
 		return newError(codeShuttingDown, "")
+	}
+	started := time.Now()
+	if !c.isOwnerConsole(st) {
+		// Before the client takes a max_client_conn slot: a held or
+		// refused sign-in should not crowd out others.
+		var deadline time.Time
+		if cfg.ClientLoginTimeout > 0 {
+			deadline = started.Add(cfg.ClientLoginTimeout)
+		}
+		c.throttle, err = s.throttle.begin(throttleAddressKey(c), st.user, deadline, c.killed, s.shutdownCh)
+		if err != nil {
+			c.audit(st, nil, err, started)
+			var af *AuthFailure
+			if errors.As(err, &af) {
+				return af.Public
+			}
+			return err
+		}
 	}
 	if !isAdminDB {
 		if cfg.MaxClientConn > 0 && s.nclients.Add(1) > int64(cfg.MaxClientConn) {
@@ -339,15 +390,15 @@ func (c *clientConn) login() error {
 			s.nclients.Add(1)
 		}
 	}
-	started := time.Now()
 	id, err := c.authenticate(cfg, st)
+	var af *AuthFailure
+	c.throttle.end(errors.As(err, &af) && af.Reason != ReasonThrottled)
 	c.audit(st, id, err, started)
 	if err != nil {
 		if !isAdminDB {
 			s.nclients.Add(-1)
 		}
-		var af *AuthFailure
-		if errors.As(err, &af) {
+		if af != nil {
 			return af.Public
 		}
 		return err
@@ -371,6 +422,13 @@ func (c *clientConn) login() error {
 	c.mu.Lock()
 	c.pool = p
 	c.mu.Unlock()
+	if st.repl != replNone {
+		if err := c.replLogin(cfg, p); err != nil {
+			s.nclients.Add(-1)
+			return err
+		}
+		return c.conn.SetDeadline(time.Time{})
+	}
 	if err := c.welcome(); err != nil {
 		s.nclients.Add(-1)
 		return err
@@ -379,10 +437,11 @@ func (c *clientConn) login() error {
 }
 
 func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, error) {
-	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c.conn, max: maxAuthMessage}}
+	ex := &AuthExchange{User: st.user, Database: st.database, TLS: c.tls, Unix: c.unix, Client: c.remote, c: c, rd: msgReader{r: c, max: maxAuthMessage}, gate: c.throttle,
+		physical: st.repl == replPhysical}
 	ctx, cancel := context.WithTimeout(context.Background(), max(cfg.ClientLoginTimeout, time.Second))
 	defer cancel()
-	if st.database == "pgbouncer" && (st.user == "pgbouncer" || st.user == ownUserName()) && c.unix && peerIsSelf(c.raw) {
+	if c.isOwnerConsole(st) {
 		// The process owner on the Unix socket: admin without a
 		// password (PgBouncer's own_user), as "pgbouncer" or under its
 		// own login name (what psql sends by default).
@@ -404,6 +463,12 @@ func (c *clientConn) authenticate(cfg *config.Config, st *startup) (*Identity, e
 		}
 	}
 	return c.srv.passwordAuth(ctx, cfg, ex)
+}
+
+// isOwnerConsole reports whether the client is the process owner asking
+// for the console on the Unix socket, who signs in without a password.
+func (c *clientConn) isOwnerConsole(st *startup) bool {
+	return st.database == "pgbouncer" && (st.user == "pgbouncer" || st.user == ownUserName()) && c.unix && peerIsSelf(c.raw)
 }
 
 // ownUserName is the login name of the user pgwarden runs as ("" if
@@ -465,6 +530,12 @@ func (c *clientConn) audit(st *startup, id *Identity, err error, started time.Ti
 			ev.Method = "entra"
 		}
 	}
+	if tk := c.throttle; tk != nil && tk.scope != "" {
+		ev.Throttle, ev.ThrottleDelay = tk.scope, tk.delayed
+		if ev.Reason == ReasonThrottled {
+			ev.RetryAfter = tk.retryAfter
+		}
+	}
 	c.srv.signins.add(ev)
 	if obs := c.srv.opts.Observer; obs != nil {
 		obs.SignIn(ev)
@@ -480,6 +551,15 @@ func (c *clientConn) audit(st *startup, id *Identity, err error, started time.Ti
 	}
 	if ev.Reason != "" {
 		attrs = append(attrs, slog.String("reason", ev.Reason))
+	}
+	if ev.Throttle != "" {
+		attrs = append(attrs, slog.String("throttle", ev.Throttle))
+		if ev.ThrottleDelay > 0 {
+			attrs = append(attrs, slog.Float64("throttle_delay_ms", float64(ev.ThrottleDelay.Microseconds())/1000))
+		}
+		if ev.RetryAfter > 0 {
+			attrs = append(attrs, slog.Int64("retry_after_s", int64(math.Ceil(ev.RetryAfter.Seconds()))))
+		}
 	}
 	if ev.OID != "" {
 		attrs = append(attrs, slog.String("principal_type", ev.PrincipalType), slog.String("oid", ev.OID), slog.String("tid", ev.TID),
@@ -541,7 +621,7 @@ func (c *clientConn) welcome() error {
 		// Shutdown began while this client was signing in.
 		return newError(codeShuttingDown, "")
 	}
-	return writeAll(c.conn, b)
+	return writeAll(c, b)
 }
 
 // isReported says whether PostgreSQL reports the parameter in
@@ -569,12 +649,12 @@ func isAdminName(cfg *config.Config, user string) (admin, stats bool) {
 	return slices.Contains(cfg.AdminUsers, user), slices.Contains(cfg.StatsUsers, user)
 }
 
-// tuneTCP applies TCP_NODELAY, keepalive and tcp_user_timeout to a TCP
-// connection on either leg.
+// tuneTCP applies keepalive and tcp_user_timeout to a TCP connection on
+// either leg (Go has already set TCP_NODELAY on every accepted and dialed
+// TCP connection).
 func tuneTCP(tc *net.TCPConn, cfg *config.Config) {
-	_ = tc.SetNoDelay(true)
 	if cfg.TCPKeepalive {
-		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: cfg.TCPKeepIdle, Interval: cfg.TCPKeepIntvl, Count: cfg.TCPKeepCnt})
+		_ = tc.SetKeepAliveConfig(keepAliveConfig(cfg))
 	} else {
 		_ = tc.SetKeepAlive(false)
 	}
@@ -586,6 +666,23 @@ func tuneTCP(tc *net.TCPConn, cfg *config.Config) {
 			})
 		}
 	}
+}
+
+// keepAliveConfig is tcp_keepalive's settings; a tcp_keepidle, keepintvl or
+// keepcnt of 0 leaves the operating system's default, as in PgBouncer (Go
+// would take 0 as its own defaults).
+func keepAliveConfig(cfg *config.Config) net.KeepAliveConfig {
+	kc := net.KeepAliveConfig{Enable: true, Idle: cfg.TCPKeepIdle, Interval: cfg.TCPKeepIntvl, Count: cfg.TCPKeepCnt}
+	if kc.Idle == 0 {
+		kc.Idle = -1
+	}
+	if kc.Interval == 0 {
+		kc.Interval = -1
+	}
+	if kc.Count == 0 {
+		kc.Count = -1
+	}
+	return kc
 }
 
 // endSession ends the client's session with pe: at once when it has no
@@ -612,6 +709,16 @@ func (c *clientConn) stopReasonLocked() *pgError {
 	return newError(codeShuttingDown, "")
 }
 
+// Read and Write make the client socket an io.ReadWriter for the sign-in
+// phase (through sockIO for a plain socket, like the relay).
+func (c *clientConn) Read(b []byte) (int, error) { return c.read(b) }
+
+func (c *clientConn) Write(b []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	return c.write(b)
+}
+
 // read reads from the client: the session goroutine's reads.
 func (c *clientConn) read(b []byte) (int, error) {
 	s := c.sio
@@ -625,6 +732,16 @@ func (c *clientConn) read(b []byte) (int, error) {
 		return s.read(b)
 	}
 	return c.conn.Read(b)
+}
+
+// writeServer writes all of b to sc, the server this client holds: the
+// session goroutine's writes (the writer's state is the client's, see
+// sockIO).
+func (c *clientConn) writeServer(sc *serverConn, b []byte) (int, error) {
+	if c.sio != nil && sc.sio != nil {
+		return c.sio.forward(sc.sio, b)
+	}
+	return sc.conn.Write(b)
 }
 
 // write writes b to the client; the caller holds writeMu.

@@ -42,6 +42,12 @@ type AuthExchange struct {
 	Client   string // remote address
 	c        *clientConn
 	rd       msgReader
+	// gate reserves the sign-in throttle's budget while a credential
+	// the client sent is checked (nil when the throttle is off).
+	gate *throttleTicket
+	// physical is set for a physical replication connection, which only
+	// hba rules for the replication keyword match.
+	physical bool
 }
 
 // Identity is the result of a successful sign-in.
@@ -84,7 +90,7 @@ func (f *AuthFailure) Unwrap() error { return f.Public }
 
 // Cleartext asks the client for its password in clear text.
 func (ex *AuthExchange) Cleartext() (string, error) {
-	if err := writeAll(ex.c.conn, appendAuthRequest(nil, 3, nil)); err != nil {
+	if err := writeAll(ex.c, appendAuthRequest(nil, 3, nil)); err != nil {
 		return "", err
 	}
 	body, err := ex.readResponse()
@@ -100,7 +106,7 @@ func (ex *AuthExchange) Cleartext() (string, error) {
 
 // MD5 asks the client for an md5 response with the given salt.
 func (ex *AuthExchange) MD5(salt [4]byte) (string, error) {
-	if err := writeAll(ex.c.conn, appendAuthRequest(nil, 5, salt[:])); err != nil {
+	if err := writeAll(ex.c, appendAuthRequest(nil, 5, salt[:])); err != nil {
 		return "", err
 	}
 	body, err := ex.readResponse()
@@ -122,7 +128,7 @@ func (ex *AuthExchange) SASLStart(mechs ...string) (string, []byte, error) {
 		extra = appendCString(extra, m)
 	}
 	extra = append(extra, 0)
-	if err := writeAll(ex.c.conn, appendAuthRequest(nil, 10, extra)); err != nil {
+	if err := writeAll(ex.c, appendAuthRequest(nil, 10, extra)); err != nil {
 		return "", nil, err
 	}
 	body, err := ex.readResponse()
@@ -147,7 +153,7 @@ func (ex *AuthExchange) SASLStart(mechs ...string) (string, []byte, error) {
 // SASLContinue sends AuthenticationSASLContinue with data and returns the
 // client's next response.
 func (ex *AuthExchange) SASLContinue(data []byte) ([]byte, error) {
-	if err := writeAll(ex.c.conn, appendAuthRequest(nil, 11, data)); err != nil {
+	if err := writeAll(ex.c, appendAuthRequest(nil, 11, data)); err != nil {
 		return nil, err
 	}
 	body, err := ex.readResponse()
@@ -159,10 +165,14 @@ func (ex *AuthExchange) SASLContinue(data []byte) ([]byte, error) {
 
 // SASLFinal sends AuthenticationSASLFinal with data.
 func (ex *AuthExchange) SASLFinal(data []byte) error {
-	return writeAll(ex.c.conn, appendAuthRequest(nil, 12, data))
+	return writeAll(ex.c, appendAuthRequest(nil, 12, data))
 }
 
+// readResponse reads the client's next password message. No throttle
+// budget is reserved while it waits for the client; one is reserved before
+// pgwarden goes on to check what arrived (throttle.go).
 func (ex *AuthExchange) readResponse() ([]byte, error) {
+	ex.gate.pause()
 	t, body, err := ex.rd.readMessage()
 	if err != nil {
 		switch {
@@ -175,6 +185,9 @@ func (ex *AuthExchange) readResponse() ([]byte, error) {
 	}
 	if t != 'p' {
 		return nil, newError(codeProtocolViolation, fmt.Sprintf("expected password response, got message type %q", t))
+	}
+	if err := ex.gate.acquire(); err != nil {
+		return nil, err
 	}
 	return body, nil
 }
@@ -382,7 +395,7 @@ func (s *Server) scramAuth(cfg *config.Config, ex *AuthExchange, sec authn.Secre
 	case sec.Kind == authn.SecretSCRAM:
 		srv = authn.NewSCRAMServer(sec.SCRAM)
 	default:
-		srv = authn.NewSCRAMServerFromPlain(sec.Plain, scramIterations)
+		srv = s.scramPlain.Server(ex.User, sec.Plain, scramIterations)
 	}
 	mech, first, err := ex.SASLStart("SCRAM-SHA-256")
 	if err != nil {

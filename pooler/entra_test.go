@@ -441,6 +441,7 @@ func TestEntraGroupOverage(t *testing.T) {
 // TestEntraIdPDownAtStart: with jwks_cache_file, a pgwarden that starts
 // while the identity provider is unreachable still signs people in.
 func TestEntraIdPDownAtStart(t *testing.T) {
+	idpResult(t, "jwks_down_at_start_pooler", map[string]any{})
 	idp, err := devidp.New(devidp.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

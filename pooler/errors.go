@@ -54,6 +54,11 @@ const (
 	codeEntraTLSRequired
 	codeEntraRevoked
 	codeEntraTokenExpired
+	codeSignInThrottled
+	codeReplicationInvalid
+	codeReplicationNotAllowed
+	codeReplicationConsole
+	codeReplicationClosed
 )
 
 // codeInfo is what a code means to the client and to the metrics.
@@ -106,6 +111,20 @@ var codeTable = map[errorCode]codeInfo{
 	codeEntraTLSRequired:        {"auth_failed", "28000", "Microsoft Entra ID sign-in needs an encrypted connection: connect with sslmode=require"},
 	codeEntraRevoked:            {"entra_revoked", "57P01", "terminating connection: the Microsoft Entra principal of this role was removed"},
 	codeEntraTokenExpired:       {"entra_token_expired", "57P01", "The access token has expired. Please acquire a new token and retry."},
+	// A throttled sign-in (throttle.go) is refused for what happened
+	// before, not for its credentials: 53300, as PostgreSQL refuses
+	// connections over a limit, which drivers treat as worth retrying
+	// later; a 28xxx code would read as a wrong password. The message
+	// (built in throttledError) says when to retry.
+	codeSignInThrottled: {"signin_throttled", "53300", "too many failed sign-ins"},
+	// PostgreSQL's own error for a bad replication startup parameter.
+	codeReplicationInvalid: {"invalid_replication", "22023", "invalid value for parameter \"replication\": \"%s\""},
+	// A database whose allow_replication refuses the client's kind of
+	// replication: 28000, as PostgreSQL's pg_hba.conf refusals of
+	// replication connections (the message is built with the kind).
+	codeReplicationNotAllowed: {"replication_not_allowed", "28000", "replication connections to database \"%s\" are not allowed"},
+	codeReplicationConsole:    {"replication_not_allowed", "0A000", "the admin console does not accept replication connections"},
+	codeReplicationClosed:     {"replication_closed", "57P01", "terminating replication connection due to administrator command: the database's server connections are being renewed (RECONNECT, KILL, or RELOAD)"},
 }
 
 // String returns the code's metric label.
@@ -121,6 +140,8 @@ type pgError struct {
 	// login error to waiting clients).
 	sqlstate string
 	msg      string
+	// hint, when set, is sent as the error's HINT field.
+	hint string
 }
 
 func (e *pgError) Error() string {

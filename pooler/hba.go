@@ -775,7 +775,12 @@ func (s *Server) hbaLookup(cfg *config.Config, ex *AuthExchange) (*hbaRule, erro
 	if rules == nil {
 		return nil, &AuthFailure{Reason: "hba_file_error", Public: errNoAuthMethod()}
 	}
-	r := rules.match(newHBAConn(ex.Unix, ex.Client, ex.TLS, ex.Database, ex.User))
+	hc := newHBAConn(ex.Unix, ex.Client, ex.TLS, ex.Database, ex.User)
+	// As PostgreSQL: the replication keyword matches physical replication
+	// connections, which match nothing else; logical ones match the rules
+	// of their database.
+	hc.replication = ex.physical
+	r := rules.match(hc)
 	if r == nil {
 		return nil, &AuthFailure{Reason: "hba_no_match", Public: errNoAuthMethod()}
 	}

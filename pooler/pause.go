@@ -239,8 +239,10 @@ func (ps *poolSet) kill(db string) string {
 		if db != "" && p.key.db != db {
 			continue
 		}
-		p.reconnect()
+		// Clients first, so that replication clients, which reconnect
+		// closes too, are told the same as the others.
 		ps.srv.killPoolClients(p, newError(codeDatabaseRemoved, ""))
+		p.reconnect()
 	}
 	return ""
 }

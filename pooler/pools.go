@@ -88,6 +88,10 @@ type pool struct {
 	userLimit *limiter
 	// tokens holds the freshest client token for server_auth = passthrough.
 	tokens passthroughTokens
+	// replServers counts the replication clients' dedicated server
+	// connections (replication.go): not pool members, but counted in
+	// SHOW POOLS sv_active and the database's and role's connections.
+	replServers atomic.Int32
 
 	// statistics
 	waiting      atomic.Int32
@@ -248,10 +252,10 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 	// construction has its own deadline.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ServerConnectTimeout)
 	defer cancel()
-	if err := p.dbLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, true) }); err != nil {
+	if err := p.dbLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, true, false) }); err != nil {
 		return nil, wrapError(codeQueryWaitTimeout, "", err)
 	}
-	if err := p.userLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, false) }); err != nil {
+	if err := p.userLimit.acquire(cctx, func() { p.srv.pools.evictIdle(p, false, false) }); err != nil {
 		p.dbLimit.release()
 		return nil, wrapError(codeQueryWaitTimeout, "", err)
 	}
@@ -264,10 +268,9 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 		if p.obs != nil {
 			p.obs.ServerLoginFailed(reason)
 		}
-		var se *serverError
-		if errors.As(err, &se) && se.code == "57P03" {
+		if cannotConnectNow(err) {
 			// The server is starting up: do not cache, clients keep
-			// waiting.
+			// waiting (acquireRaw).
 			return nil, err
 		}
 		p.mu.Lock()
@@ -275,6 +278,7 @@ func (p *pool) construct(ctx context.Context) (*serverConn, error) {
 		p.mu.loginAt = time.Now()
 		p.mu.Unlock()
 		p.srv.log.Warn("server login failed", "db", p.key.db, "user", p.key.user, "err", err)
+		var se *serverError
 		if errors.As(err, &se) || asPgError(err) != nil {
 			return nil, err
 		}
@@ -539,6 +543,14 @@ func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], e
 			if ctx.Err() != nil {
 				return nil, newError(codeQueryWaitTimeout, "")
 			}
+			if cannotConnectNow(err) && p.pauseBeforeRetry(ctx) {
+				// PostgreSQL is starting up, recovering or shutting
+				// down: the client keeps waiting (query_wait_timeout
+				// applies) and the login is tried again, as in
+				// PgBouncer. Once the wait is over the client gets
+				// the server's error.
+				continue
+			}
 			return nil, err
 		}
 		if p.usable(res) {
@@ -547,11 +559,50 @@ func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], e
 	}
 }
 
+// cannotConnectNowRetry is how long a client waits between server logins
+// refused with 57P03 (each costs PostgreSQL a fork).
+const cannotConnectNowRetry = 250 * time.Millisecond
+
+// cannotConnectNow reports whether err is PostgreSQL's 57P03
+// (cannot_connect_now: starting up, in recovery, shutting down).
+func cannotConnectNow(err error) bool {
+	var se *serverError
+	return errors.As(err, &se) && se.code == "57P03"
+}
+
+// pauseBeforeRetry waits cannotConnectNowRetry; false when ctx ends or the
+// pooler shuts down first.
+func (p *pool) pauseBeforeRetry(ctx context.Context) bool {
+	t := time.NewTimer(cannotConnectNowRetry)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-p.srv.shutdownCh:
+		return false
+	}
+}
+
+// idleProbeAfter is how long a server must have been idle before usable
+// looks at its socket (closedWhileIdle, about 0.35 µs): a server handed on
+// within a millisecond of its last ReadyForQuery, as under heavy load, is
+// taken as it is, which keeps the look off the busiest path; the janitor
+// looks at every idle server each second as well.
+const idleProbeAfter = time.Millisecond
+
 // usable vets a server just taken from the pool: one marked for closing,
-// past its lifetime or failing server_check_query is destroyed.
+// past its lifetime, closed by the server while idle or failing
+// server_check_query is destroyed.
 func (p *pool) usable(res *puddle.Resource[*serverConn]) bool {
 	sc := res.Value()
 	if p.stale(sc) || sc.expired() {
+		res.Destroy()
+		return false
+	}
+	if res.IdleDuration() >= idleProbeAfter && sc.closedWhileIdle() {
+		p.srv.log.Info("closing because: server connection closed by the server while idle", "db", p.key.db, "user", p.key.user, "pid", sc.pid)
 		res.Destroy()
 		return false
 	}
@@ -665,6 +716,15 @@ func (ps *poolSet) reconfigure(cfg *config.Config) {
 		p.mu.Unlock()
 		if dbConnChanged(old, db) {
 			p.reconnect()
+		} else if old.AllowReplication != db.AllowReplication {
+			// Replication connections the database no longer accepts
+			// are closed.
+			p.srv.killReplication(p, func(k replKind) *pgError {
+				if db.AllowReplication.Allows(k == replPhysical) {
+					return nil
+				}
+				return replNotAllowed(k, p.key.db, db.AllowReplication)
+			})
 		}
 		// The limiters are shared by name; this updates their maxima.
 		ps.mu.Lock()
@@ -676,7 +736,7 @@ func (ps *poolSet) reconfigure(cfg *config.Config) {
 }
 
 func dbConnChanged(a, b *config.Database) bool {
-	return a.Host != b.Host || a.Port != b.Port || a.DBName != b.DBName || a.User != b.User || a.Password != b.Password || a.ConnectQuery != b.ConnectQuery
+	return a.Host != b.Host || a.Port != b.Port || a.DBName != b.DBName || a.User != b.User || a.Password != b.Password || a.ConnectQuery != b.ConnectQuery // old and new config: not a credential check
 }
 
 // reconnect closes idle servers now and marks busy ones to close at
@@ -689,6 +749,9 @@ func (p *pool) reconnect() {
 	for _, pp := range p.puddles() {
 		pp.Reset()
 	}
+	// Replication streams have no end to wait for: they close now, as
+	// PgBouncer closes close_needed replication servers at once.
+	p.srv.killReplication(p, func(replKind) *pgError { return newError(codeReplicationClosed, "") })
 }
 
 // puddles returns the pool's puddle pools: main, and reserve when
@@ -762,6 +825,10 @@ func (ps *poolSet) janitor() {
 			sc := res.Value()
 			switch {
 			case p.stale(sc) || sc.expired():
+				res.Destroy()
+				total--
+			case sc.closedWhileIdle():
+				p.srv.log.Info("closing because: server connection closed by the server while idle", "db", p.key.db, "user", p.key.user, "pid", sc.pid)
 				res.Destroy()
 				total--
 			case cfg.ServerIdleTimeout > 0 && res.IdleDuration() > cfg.ServerIdleTimeout && total > minSize:
@@ -876,11 +943,12 @@ func (p *pool) database() *config.Database {
 
 // evictIdle closes the idle server connections of the other pools that
 // share p's database (byDB) or p's role, so that p can open one within
-// max_db_connections / max_user_connections.
-func (ps *poolSet) evictIdle(p *pool, byDB bool) {
+// max_db_connections / max_user_connections; with self, p's own idle ones
+// too (a replication connection cannot use them).
+func (ps *poolSet) evictIdle(p *pool, byDB, self bool) {
 	name := p.database().Name
 	for _, o := range ps.list() {
-		if o == p {
+		if o == p && !self {
 			continue
 		}
 		if byDB && o.database().Name != name || !byDB && o.key.user != p.key.user {

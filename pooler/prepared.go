@@ -87,12 +87,16 @@ const (
 	cEvict                         // an eviction: answer removed
 )
 
+// dDealloc is a DEALLOCATE entry: a client's SQL DEALLOCATE of one of its
+// statements, sent as deallocQuery (dealloc.go).
+const dDealloc uint8 = 20
+
 type psEntry struct {
 	kind uint8
 	gen  uint64
 	seq  uint64      // send order across both queues
-	name string      // client statement name (pClient, pDup, cClientClose, cAsParse)
-	stmt *clientStmt // pClient, cClientClose, cAsParse
+	name string      // client statement name (pClient, pDup, cClientClose, cAsParse, dDealloc)
+	stmt *clientStmt // pClient, cClientClose, cAsParse, dDealloc
 	key  stmtKey     // pClient, pInjected, cEvict
 }
 
@@ -135,6 +139,9 @@ type serverStmts struct {
 	head, tail *lruNode // most and least recently used
 	parses     psQueue
 	closes     psQueue
+	// deallocs are the client DEALLOCATEs sent as deallocQuery and not
+	// yet answered.
+	deallocs psQueue
 	// syncs counts Sync, Query and FunctionCall messages sent, readies the
 	// ReadyForQuery messages received, both while tracking.
 	syncs, readies uint64
@@ -158,6 +165,24 @@ func (s *serverStmts) pushClose(e psEntry) {
 	s.seq++
 	e.seq = s.seq
 	s.closes.push(e)
+}
+
+func (s *serverStmts) pushDealloc(e psEntry) {
+	s.seq++
+	e.seq = s.seq
+	s.deallocs.push(e)
+}
+
+// onPrepareTag says whether a CommandComplete PREPARE is the answer to the
+// first statement of a deallocQuery, to be removed from the stream: the
+// DEALLOCATE it stands for then took effect.
+func (s *serverStmts) onPrepareTag() bool {
+	e := s.deallocs.front()
+	if e == nil || e.gen != s.readies {
+		return false
+	}
+	s.deallocs.pop()
+	return true
 }
 
 func (s *serverStmts) has(k stmtKey) bool {
@@ -253,9 +278,10 @@ func prepWant(typ byte, msgLen int, avail []byte) int {
 	case 'P', 'D', 'C':
 		return msgLen + 1
 	case 'Q':
-		// Enough of the text to see a PREPARE; all of it when it is one.
+		// Enough of the text to see a PREPARE or a DEALLOCATE; all of it
+		// when it is one.
 		n := min(msgLen+1, 5+64)
-		if len(avail) >= n && isSQLPrepare(avail[5:n]) {
+		if len(avail) >= n && (isSQLPrepare(avail[5:n]) || isSQLDeallocate(avail[5:n])) {
 			return msgLen + 1
 		}
 		return n
@@ -296,6 +322,11 @@ func (ps *prepState) rewrite(out []byte, typ byte, msgLen int, avail []byte) ([]
 				return out, 0 // (the caller gives the whole message; defensive)
 			}
 			return appendQuery(out, sqlPrepareRefusal), msgLen + 1
+		}
+		if len(avail) >= msgLen+1 && isSQLDeallocate(avail[5:min(msgLen+1, 5+64)]) {
+			if out, ok := ps.rewriteDeallocate(out, avail[:msgLen+1]); ok {
+				return out, msgLen + 1
+			}
 		}
 		return out, 0
 	case 'P':
@@ -454,6 +485,9 @@ func (s *serverStmts) unsettledBefore() bool {
 			return true
 		}
 	}
+	if e := s.deallocs.front(); e != nil && e.gen < s.syncs {
+		return true
+	}
 	return false
 }
 
@@ -509,6 +543,9 @@ func (s *serverStmts) onReady(client map[string]*clientStmt) {
 	for s.closes.len() > 0 && s.closes.front().gen < s.readies {
 		d = append(d, s.closes.pop())
 	}
+	for s.deallocs.len() > 0 && s.deallocs.front().gen < s.readies {
+		d = append(d, s.deallocs.pop())
+	}
 	if len(d) > 1 {
 		sort.Slice(d, func(i, j int) bool { return d[i].seq > d[j].seq })
 	}
@@ -526,9 +563,9 @@ func (s *serverStmts) onReady(client map[string]*clientStmt) {
 			s.remove(e.key)
 		case cEvict:
 			s.add(e.key) // still on the server
-		case cClientClose:
+		case cClientClose, dDealloc:
 			if _, ok := client[e.name]; !ok {
-				client[e.name] = e.stmt // the Close did not happen
+				client[e.name] = e.stmt // the Close or DEALLOCATE did not happen
 			}
 		}
 	}

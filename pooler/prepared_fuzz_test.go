@@ -17,6 +17,7 @@ func FuzzPreparedRewrite(f *testing.F) {
 	f.Add(fuzzMsgs(3, fuzzParse("s1", "SELECT $1"), fuzzBind("", "s1"), msg('E', []byte{0, 0, 0, 0, 0}), msg('S', nil)))
 	f.Add(fuzzMsgs(1, fuzzParse("a", "SELECT 1"), fuzzParse("b", "SELECT 2"), fuzzBind("", "a"), fuzzDescribe('S', "b"), msg('C', append([]byte{'S'}, "a\x00"...)), msg('S', nil)))
 	f.Add(fuzzMsgs(2, fuzzParse("x", "SELECT 1"), fuzzParse("x", "SELECT 2"), msg('S', nil), msg('Q', []byte("PREPARE p AS SELECT 1\x00"))))
+	f.Add(fuzzMsgs(2, fuzzParse("d1", "SELECT 1"), msg('S', nil), msg('Q', []byte("DEALLOCATE d1\x00")), fuzzBind("", "d1"), msg('Q', []byte("DEALLOCATE pgwarden_x\x00")), msg('S', nil)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return

@@ -540,19 +540,6 @@ func TestSearchPathTracked(t *testing.T) {
 	}
 }
 
-// TestReplicationRefused: a replication connection gets a clear error.
-func TestReplicationRefused(t *testing.T) {
-	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = session")
-	for _, mode := range []string{"database", "true"} {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := pgconn.Connect(ctx, in.dsn("alice", "alice-pw", "app", "replication="+mode))
-		cancel()
-		if pgCode(err) != "0A000" || !strings.Contains(pgMessage(err), "replication connections are not supported") {
-			t.Fatalf("replication=%s: %v", mode, err)
-		}
-	}
-}
-
 // TestPreparedLargeMessages: a named statement whose Parse is larger than
 // the relay buffers, and Binds of it with a 2.4 MB parameter, which is
 // streamed behind the rewritten statement name.

@@ -24,20 +24,77 @@ import (
 // sleeps until the process idles again. With one client that is most of
 // the pooler's CPU per transaction (bench/RESULTS.md has the profiles).
 //
-// One goroutine reads and one writes at a time (the owner's rules for the
-// connection already say so); the closures are bound once, so a call does
-// not allocate.
+// The state of a call lives in the struct so that its closures, bound
+// once, make no allocation per call. Whose struct matters: a write's
+// bookkeeping after write(2) returns can run after the peer has already
+// answered and another goroutine has acted on the answer. So the state of
+// writes to a server lives with the writer (the client's sockIO.fwd, used by
+// its session goroutine), never with the server connection, which passes
+// from client to client as soon as its ReadyForQuery is read; a server's
+// reader (the session goroutine or the pump of the client that holds it)
+// finishes its bookkeeping before it can hand the server on, so the read
+// state may live with the server connection. Writes to a client go through
+// its own w under its writeMu.
 type sockIO struct {
 	rc  syscall.RawConn
 	net string
 
-	rbuf    []byte
-	rn      int
-	rerr    syscall.Errno
-	readFn  func(fd uintptr) bool
-	wbuf    []byte
-	werr    syscall.Errno
-	writeFn func(fd uintptr) bool
+	rbuf   []byte
+	rn     int
+	rerr   syscall.Errno
+	readFn func(fd uintptr) bool
+
+	w   rawWriter // writes to this socket (a client's: under its writeMu)
+	fwd rawWriter // a client's session goroutine's writes to its server
+
+	// peek state: a server connection's holder (or the janitor) looks
+	// at it while it is idle.
+	pbuf   [1]byte
+	pn     uintptr
+	perr   syscall.Errno
+	peekFn func(fd uintptr)
+}
+
+// rawWriter is the state of one writer's calls.
+type rawWriter struct {
+	buf []byte
+	err syscall.Errno
+	fn  func(fd uintptr) bool
+}
+
+func (w *rawWriter) bind() { w.fn = w.do }
+
+func (w *rawWriter) do(fd uintptr) bool {
+	for len(w.buf) > 0 {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.buf[0])), uintptr(len(w.buf)))
+		switch e {
+		case 0:
+			w.buf = w.buf[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			w.err = e
+			return true
+		}
+	}
+	return true
+}
+
+// write writes all of b to the socket of rc (net names its network for
+// errors), or fails.
+func (w *rawWriter) write(rc syscall.RawConn, nw string, b []byte) (int, error) {
+	w.buf, w.err = b, 0
+	err := rc.Write(w.fn)
+	left, e := len(w.buf), w.err
+	w.buf = nil
+	switch {
+	case err != nil:
+		return len(b) - left, err
+	case e != 0:
+		return len(b) - left, &net.OpError{Op: "write", Net: nw, Err: os.NewSyscallError("write", e)}
+	}
+	return len(b), nil
 }
 
 // newSockIO returns the raw reader and writer of conn, or nil when conn is
@@ -59,7 +116,9 @@ func newSockIO(conn net.Conn) *sockIO {
 	}
 	s := &sockIO{rc: rc, net: nw}
 	s.readFn = s.doRead
-	s.writeFn = s.doWrite
+	s.w.bind()
+	s.fwd.bind()
+	s.peekFn = s.doPeek
 	return s
 }
 
@@ -79,23 +138,6 @@ func (s *sockIO) doRead(fd uintptr) bool {
 			return true
 		}
 	}
-}
-
-func (s *sockIO) doWrite(fd uintptr) bool {
-	for len(s.wbuf) > 0 {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&s.wbuf[0])), uintptr(len(s.wbuf)))
-		switch e {
-		case 0:
-			s.wbuf = s.wbuf[n:]
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			s.werr = e
-			return true
-		}
-	}
-	return true
 }
 
 // read is net.Conn's Read: at least one byte, or an error (io.EOF when the
@@ -119,17 +161,32 @@ func (s *sockIO) read(b []byte) (int, error) {
 	return n, nil
 }
 
-// write is net.Conn's Write: all of b, or an error.
-func (s *sockIO) write(b []byte) (int, error) {
-	s.wbuf, s.werr = b, 0
-	err := s.rc.Write(s.writeFn)
-	left, e := len(s.wbuf), s.werr
-	s.wbuf = nil
-	switch {
-	case err != nil:
-		return len(b) - left, err
-	case e != 0:
-		return len(b) - left, &net.OpError{Op: "write", Net: s.net, Err: os.NewSyscallError("write", e)}
+// write is net.Conn's Write on this socket, with its own writer state (w).
+func (s *sockIO) write(b []byte) (int, error) { return s.w.write(s.rc, s.net, b) }
+
+// forward writes b to the server socket to with this client's forwarding
+// state (fwd): the session goroutine's writes to its server.
+func (s *sockIO) forward(to *sockIO, b []byte) (int, error) { return s.fwd.write(to.rc, to.net, b) }
+
+func (s *sockIO) doPeek(fd uintptr) {
+	for {
+		s.pn, _, s.perr = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.pbuf[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if s.perr != syscall.EINTR {
+			return
+		}
 	}
-	return len(b), nil
+}
+
+// readable reports, without waiting and without consuming anything,
+// whether the socket has something to read: bytes, the peer's close (EOF)
+// or an error such as a reset. On a server connection idle in its pool,
+// where nothing is expected, any of these means it must not be reused.
+// One recvfrom(MSG_PEEK|MSG_DONTWAIT) without the runtime's syscall
+// bookkeeping; it does not allocate.
+func (s *sockIO) readable() bool {
+	if err := s.rc.Control(s.peekFn); err != nil {
+		return true // closed
+	}
+	return s.perr != syscall.EAGAIN
 }

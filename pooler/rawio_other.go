@@ -12,3 +12,6 @@ func newSockIO(net.Conn) *sockIO { return nil }
 
 func (*sockIO) read([]byte) (int, error)  { panic("unreachable") }
 func (*sockIO) write([]byte) (int, error) { panic("unreachable") }
+
+func (*sockIO) forward(*sockIO, []byte) (int, error) { panic("unreachable") }
+func (*sockIO) readable() bool                       { panic("unreachable") }

@@ -174,6 +174,14 @@ func (c *clientConn) runSession() (err error) {
 			if cfgMax := c.cfg.MaxPacketSize; cfgMax > 0 && l > cfgMax {
 				return newError(codeMessageTooLarge, "message exceeds max_packet_size")
 			}
+			if !noted && l+1 > w-r && l+1 <= len(buf) {
+				// Not all here yet, and it will fit: wait for the
+				// rest before taking a server for it, so that a
+				// client that stops halfway through a message holds
+				// none (as in PgBouncer). Larger messages are
+				// streamed; query_timeout bounds a stall in those.
+				break
+			}
 			if typ == 'X' {
 				if err := c.forwardRun(att, buf[start:r]); err != nil {
 					return err
@@ -299,14 +307,21 @@ func (c *clientConn) readError(err error) error {
 }
 
 // idleTimeoutLocked returns the read timeout for the client while it is
-// quiet: none while a request is in flight, idle_transaction_timeout inside
-// a transaction, client_idle_timeout otherwise.
+// quiet: while a request is in flight, what is left of query_timeout (none
+// without one), idle_transaction_timeout inside a transaction,
+// client_idle_timeout otherwise.
 func (c *clientConn) idleTimeoutLocked() (time.Duration, errorCode) {
 	cfg := c.srv.cfg.Load()
 	att := c.mu.att
 	u := cfg.Users[c.st.user]
 	switch {
 	case att != nil && att.inFlight > 0:
+		// A client waiting for its answer owes nothing; one that stops
+		// halfway through a message (or a COPY) holds its server, and
+		// query_timeout bounds that as it bounds the query.
+		if qt := c.queryTimeout(); qt > 0 {
+			return max(time.Until(time.Unix(0, c.requestTime.Load()).Add(qt)), time.Nanosecond), codeQueryTimeout
+		}
 		return 0, codeClientIdleTimeout
 	case att != nil && (att.txStatus == 'T' || att.txStatus == 'E'):
 		if u != nil && u.IdleTransactionTimeout >= 0 {
@@ -415,7 +430,7 @@ func (c *clientConn) forward(att *attachment, b []byte) error {
 	if len(b) == 0 || att == nil {
 		return nil
 	}
-	if _, err := att.sc.write(b); err != nil {
+	if _, err := c.writeServer(att.sc, b); err != nil {
 		// The pump sees the broken server and ends the client.
 		return newError(codeServerConnCrashed, "")
 	}
@@ -682,6 +697,12 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 				if ss.w-ss.r < l+1 {
 					return scanNeedRead, readyKeep
 				}
+				if att.prep && l == 4+8 && c.deallocPrepareTag(att, buf[ss.r+5:ss.r+1+l]) {
+					// The first half of a client DEALLOCATE's
+					// replacement (dealloc.go).
+					ss.splice, ss.skip = nil, l+1
+					return scanSplice, readyKeep
+				}
 				c.commandTag(att, buf[ss.r+5:ss.r+1+l])
 			}
 		case 'Z':
@@ -778,6 +799,18 @@ func (c *clientConn) commandTag(att *attachment, body []byte) {
 	}
 }
 
+// deallocPrepareTag reports whether a CommandComplete body is the PREPARE
+// tag of a client DEALLOCATE's replacement query, which the client must
+// not see.
+func (c *clientConn) deallocPrepareTag(att *attachment, body []byte) bool {
+	if string(body) != "PREPARE\x00" {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return att.sc.stmts.onPrepareTag()
+}
+
 // compact moves unscanned bytes to the front of the buffer before a read.
 func (ss *serverStream) compact() {
 	if ss.r == ss.w {
@@ -818,6 +851,13 @@ func (c *clientConn) driveInline(att *attachment) error {
 		ss.free()
 		return err
 	}
+	if qt > 0 {
+		// query_timeout also bounds the writes: a client that stops
+		// reading its answer holds the server as surely as a slow
+		// query does.
+		c.setWriteDeadline(time.Unix(0, c.requestTime.Load()).Add(qt))
+		defer c.setWriteDeadline(time.Time{})
+	}
 	for {
 		if needRead {
 			ss.compact()
@@ -838,6 +878,10 @@ func (c *clientConn) driveInline(att *attachment) error {
 		ev, act := c.scanServer(att)
 		if ss.r > start {
 			if err := c.writeClient(buf[start:ss.r], p, ss.remaining > 0); err != nil {
+				var ne net.Error
+				if qt > 0 && errors.As(err, &ne) && ne.Timeout() {
+					return fail(newError(codeQueryTimeout, ""))
+				}
 				return fail(err)
 			}
 		}
@@ -929,11 +973,13 @@ func (c *clientConn) pump(att *attachment) {
 				// never overwritten.
 				c.mu.Lock()
 				if !att.clientGone {
+					// The write deadline too: see driveInline.
+					var dl time.Time
 					if att.inFlight > 0 {
-						_ = sc.conn.SetReadDeadline(time.Unix(0, c.requestTime.Load()).Add(qt))
-					} else {
-						_ = sc.conn.SetReadDeadline(time.Time{})
+						dl = time.Unix(0, c.requestTime.Load()).Add(qt)
 					}
+					_ = sc.conn.SetReadDeadline(dl)
+					c.setWriteDeadline(dl)
 				}
 				c.mu.Unlock()
 			}
@@ -948,7 +994,7 @@ func (c *clientConn) pump(att *attachment) {
 		ev, act := c.scanServer(att)
 		if ss.r > start {
 			if err := c.writeClient(buf[start:ss.r], p, ss.remaining > 0); err != nil {
-				c.pumpEnded(att, err, 0)
+				c.pumpEnded(att, err, qt)
 				return
 			}
 		}
@@ -1158,12 +1204,12 @@ func (c *clientConn) releaseAfterSession(att *attachment) {
 	att.pool.release(att.res)
 }
 
-// writeClient writes b, server bytes, to the client under writeMu; partial
-// says b ends inside a message.
-func (c *clientConn) writeClient(b []byte, p *pool, partial bool) error {
+// writeClient writes b, server bytes, to the client under writeMu; mid
+// says that b ends inside a message (see outMid).
+func (c *clientConn) writeClient(b []byte, p *pool, mid bool) error {
 	c.writeMu.Lock()
 	_, err := c.write(b)
-	c.midMessage = partial
+	c.outMid = mid || err != nil
 	c.writeMu.Unlock()
 	if err != nil {
 		return &clientWriteError{err}

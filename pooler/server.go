@@ -40,6 +40,10 @@ type Options struct {
 	// AuditLogger receives one structured line per sign-in attempt
 	// (success or failure, with its reason); nil means JSON on stderr.
 	AuditLogger *slog.Logger
+	// Resolver looks up the host names of [databases] and [peers]
+	// entries, at each server connection and cancel request; nil means
+	// net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // Observer is told about events the metrics and audit sinks care about.
@@ -144,6 +148,13 @@ type SignInEvent struct {
 	AppID         string
 	UTI           string
 	TokenExp      time.Time
+	// Throttle is "address" or "role" when the sign-in throttle held the
+	// attempt (ThrottleDelay is for how long) or refused it (Reason
+	// "throttled", RetryAfter is when its budget comes back); empty
+	// otherwise.
+	Throttle      string
+	ThrottleDelay time.Duration
+	RetryAfter    time.Duration
 }
 
 // Server is one pgwarden process's data plane. Create it with New, open its
@@ -153,9 +164,12 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
-	cfg       atomic.Pointer[config.Config]
-	clientTLS atomic.Pointer[tls.Config] // nil when client TLS is off
-	serverTLS atomic.Pointer[tls.Config] // nil when server TLS is off
+	cfg atomic.Pointer[config.Config]
+	// scramPlain holds the SCRAM secrets derived from cleartext
+	// passwords, one derivation per user and password.
+	scramPlain *authn.SCRAMPlainCache
+	clientTLS  atomic.Pointer[tls.Config] // nil when client TLS is off
+	serverTLS  atomic.Pointer[tls.Config] // nil when server TLS is off
 
 	pools   *poolSet
 	cancels *cancelRegistry
@@ -169,6 +183,8 @@ type Server struct {
 	principalsRefresh principalRefresher
 	// signins are the last sign-in attempts (SHOW SIGNINS).
 	signins signinRing
+	// throttle limits failed sign-ins per address and role (throttle.go).
+	throttle *signinThrottle
 
 	nclients atomic.Int64 // signed-in and signing-in clients, admin excluded
 	// parker parks idle clients (park.go); set by Serve before the first
@@ -219,6 +235,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s := &Server{
 		opts:       opts,
 		log:        opts.Logger,
+		scramPlain: authn.NewSCRAMPlainCache(4096),
 		shutdownCh: make(chan struct{}),
 		doneCh:     make(chan struct{}),
 		startTime:  time.Now(),
@@ -230,6 +247,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.pools = newPoolSet(s)
 	s.cancels = newCancelRegistry(s)
+	s.throttle = newSigninThrottle(throttleMaxKeys, time.Now)
 	if err := s.applyConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -263,6 +281,7 @@ func (s *Server) applyConfig(cfg *config.Config) error {
 	s.clientTLS.Store(ctls)
 	s.serverTLS.Store(stls)
 	s.cfg.Store(cfg)
+	s.throttle.configure(cfg.SignInThrottle)
 	return nil
 }
 
@@ -337,7 +356,10 @@ func (s *Server) Listen() error {
 	}
 	// SO_REUSEPORT on TCP only, as PgBouncer: each process of a group
 	// has its own unix_socket_dir, which is how peers reach each other.
-	tcp := net.ListenConfig{}
+	// KeepAlive -1: Go's default keepalive at accept would be set again
+	// by tuneTCP from the configuration (two rounds of setsockopt per
+	// connection).
+	tcp := net.ListenConfig{KeepAlive: -1}
 	if cfg.SOReuseport {
 		tcp.Control = reusePortControl
 	}

@@ -62,6 +62,8 @@ func (s *Server) PoolSnapshots() []PoolSnapshot {
 			login += rs.ConstructingResources()
 		}
 		p.mu.Unlock()
+		// Replication clients' servers are busy for their whole session.
+		active += p.replServers.Load()
 		var maxwait time.Duration
 		if t := p.waitStartMin.Load(); t != 0 {
 			maxwait = time.Since(time.Unix(0, t))

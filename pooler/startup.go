@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,8 +32,13 @@ type startup struct {
 	database string
 	// params are the session parameters the client set (startup packet and
 	// options -c), keyed by lower-case name.
-	params      map[string]string
-	replication string
+	params map[string]string
+	// repl is the kind of replication connection asked for (replication=
+	// true or database); replNone for an ordinary one.
+	repl replKind
+	// options is the raw options parameter of a replication connection,
+	// passed on to its server as it is.
+	options string
 }
 
 // errCancelHandled says the connection carried a CancelRequest that has been
@@ -46,8 +52,13 @@ var errCancelHandled = errors.New("cancel request handled")
 func (s *Server) readStartup(c *clientConn) (*startup, error) {
 	cfg := c.cfg
 	for first := true; ; first = false {
+		// Every packet of this phase is at least 8 bytes (length and
+		// code), and a client sends nothing more before it gets an
+		// answer, so reading up to 8 bytes at once never takes bytes of
+		// the next packet.
 		var hdr [8]byte
-		if _, err := io.ReadFull(c.conn, hdr[:1]); err != nil {
+		got, err := io.ReadAtLeast(c, hdr[:], 1)
+		if err != nil {
 			return nil, err
 		}
 		if first && hdr[0] == tlsRecordHandshake && !c.unix {
@@ -55,7 +66,7 @@ func (s *Server) readStartup(c *clientConn) (*startup, error) {
 			// 17's direct TLS (sslnegotiation=direct). Without client TLS
 			// it falls through to "bad packet header", as in PgBouncer.
 			if tcfg := s.clientTLSConfig(); tcfg != nil && cfg.ClientTLS.Mode != config.TLSDisable {
-				alpn, err := s.acceptTLS(c, &prefixConn{Conn: c.conn, prefix: []byte{hdr[0]}}, tcfg)
+				alpn, err := s.acceptTLS(c, &prefixConn{Conn: c.conn, prefix: slices.Clone(hdr[:got])}, tcfg)
 				if err != nil {
 					return nil, err
 				}
@@ -65,19 +76,22 @@ func (s *Server) readStartup(c *clientConn) (*startup, error) {
 				continue
 			}
 		}
-		if _, err := io.ReadFull(c.conn, hdr[1:4]); err != nil {
-			return nil, err
+		if got < 4 {
+			if _, err := io.ReadFull(c, hdr[got:4]); err != nil {
+				return nil, err
+			}
+			got = 4
 		}
 		n := int(binary.BigEndian.Uint32(hdr[:4]))
 		if n < 8 || n > maxStartupPacket {
 			return nil, newError(codeProtocolViolation, fmt.Sprintf("bad packet header: '%08x'", binary.BigEndian.Uint32(hdr[:4])))
 		}
-		if _, err := io.ReadFull(c.conn, hdr[4:8]); err != nil {
+		if _, err := io.ReadFull(c, hdr[got:8]); err != nil {
 			return nil, err
 		}
 		code := binary.BigEndian.Uint32(hdr[4:8])
 		body := make([]byte, n-8)
-		if _, err := io.ReadFull(c.conn, body); err != nil {
+		if _, err := io.ReadFull(c, body); err != nil {
 			return nil, err
 		}
 		switch code {
@@ -156,8 +170,11 @@ func (s *Server) acceptTLS(c *clientConn, conn net.Conn, tcfg *tls.Config) (stri
 		s.log.Warn("TLS handshake error", "client", c.remote, "err", err)
 		return "", fmt.Errorf("client TLS handshake: %v", err)
 	}
+	c.writeMu.Lock()
+	c.sio = nil // the plain socket's; TLS reads and writes go through tc
 	c.conn = tc
 	c.tls = true
+	c.writeMu.Unlock()
 	st := tc.ConnectionState()
 	c.tlsDesc = tls.VersionName(st.Version) + "/" + tls.CipherSuiteName(st.CipherSuite)
 	return st.NegotiatedProtocol, nil
@@ -222,6 +239,26 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 	}
 	st := &startup{params: map[string]string{}}
 	var unrecognized []string
+	// First the replication parameter, wherever it is: it decides how
+	// options is read (as PgBouncer does).
+	for rest := body; len(rest) > 1; {
+		k, r, ok := cstring(rest)
+		if !ok {
+			break
+		}
+		v, r2, ok := cstring(r)
+		if !ok {
+			break
+		}
+		rest = r2
+		if k == "replication" {
+			kind, ok := parseReplication(v)
+			if !ok {
+				return nil, &pgError{code: codeReplicationInvalid, arg: v, hint: `Valid values are: "false", 0, "true", 1, "database".`}
+			}
+			st.repl = kind
+		}
+	}
 	rest := body
 	for len(rest) > 1 {
 		k, r, ok := cstring(rest)
@@ -240,7 +277,12 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 		case k == "database":
 			st.database = v
 		case k == "replication":
-			st.replication = v
+		case k == "options" && st.repl != replNone:
+			// As PgBouncer: the server connection is the client's
+			// alone, so any option may go to it in its startup packet
+			// (CREATE SUBSCRIPTION sends -c extra_float_digits=3,
+			// which is not reported and so cannot be tracked).
+			st.options = v
 		case k == "options":
 			if err := s.parseOptions(cfg, st, v); err != nil {
 				return nil, err
@@ -260,7 +302,7 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 	if minor > 0 || len(unrecognized) > 0 {
 		npv := &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}
 		b, _ := npv.Encode(nil)
-		if err := writeAll(c.conn, b); err != nil {
+		if err := writeAll(c, b); err != nil {
 			return nil, err
 		}
 	}
@@ -269,14 +311,6 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 	}
 	if st.database == "" {
 		st.database = st.user
-	}
-	if st.replication != "" && !strings.EqualFold(st.replication, "false") && !strings.EqualFold(st.replication, "off") && st.replication != "0" && !strings.EqualFold(st.replication, "no") {
-		// Physical and logical replication need a dedicated server
-		// connection for the client's whole session; pgwarden does
-		// not offer that, and says so instead of a bare "unsupported
-		// startup parameter".
-		return nil, &pgError{code: codeUnsupportedStartupParam, arg: "replication", sqlstate: "0A000",
-			msg: "replication connections are not supported by pgwarden: connect replication clients (pg_basebackup, pg_receivewal, subscriptions) to PostgreSQL directly"}
 	}
 	if cfg.ApplicationNameAddHost {
 		app := st.params["application_name"]

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 )
 
@@ -105,6 +104,12 @@ func appendInt16(dst []byte, v int16) []byte {
 // appendErrorResponse encodes an ErrorResponse (or NoticeResponse when t is
 // 'N') with only S, V, C and M, as PgBouncer sends them.
 func appendErrorResponse(dst []byte, t byte, severity, sqlstate, msg string) []byte {
+	return appendErrorResponseHint(dst, t, severity, sqlstate, msg, "")
+}
+
+// appendErrorResponseHint is appendErrorResponse with a HINT field when
+// hint is not empty.
+func appendErrorResponseHint(dst []byte, t byte, severity, sqlstate, msg, hint string) []byte {
 	dst, p := appendMsg(dst, t)
 	dst = append(dst, 'S')
 	dst = appendCString(dst, severity)
@@ -114,6 +119,10 @@ func appendErrorResponse(dst []byte, t byte, severity, sqlstate, msg string) []b
 	dst = appendCString(dst, sqlstate)
 	dst = append(dst, 'M')
 	dst = appendCString(dst, msg)
+	if hint != "" {
+		dst = append(dst, 'H')
+		dst = appendCString(dst, hint)
+	}
 	dst = append(dst, 0)
 	return finishMsg(dst, p)
 }
@@ -189,7 +198,7 @@ func parseErrorFields(body []byte) (severity, code, msg string) {
 }
 
 // writeAll writes b to c.
-func writeAll(c net.Conn, b []byte) error {
+func writeAll(c io.Writer, b []byte) error {
 	_, err := c.Write(b)
 	return err
 }

@@ -25,6 +25,10 @@
 //	POST {base}/v1.0/directoryObjects/{oid}/checkMemberGroups Graph (also /users/ and /servicePrincipals/)
 //	POST {base}/dev/token                                    mint: JSON TokenSpec in, {"access_token":…} out
 //
+// [IdP.SetServerFaults] makes it misbehave (down, slow, garbage or huge documents,
+// Graph down) for reliability tests, and [IdP.Rotate] and [IdP.Withdraw]
+// change its signing keys.
+//
 // so base is both the authority (EntraConfig.Authority) and the Graph
 // endpoint (EntraConfig.GraphEndpoint) of a validator.
 //
@@ -177,6 +181,7 @@ type IdP struct {
 	mis       []ManagedIdentity
 	groups    map[string]map[string]bool
 	srv       *http.Server
+	faults    ServerFaults
 }
 
 var guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)

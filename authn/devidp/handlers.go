@@ -36,7 +36,9 @@ func (p *IdP) Handler() http.Handler {
 	mux.HandleFunc("POST /dev/token", p.serveMint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		mux.ServeHTTP(sw, r)
+		if !p.serveFault(sw, r) {
+			mux.ServeHTTP(sw, r)
+		}
 		p.log.Debug("devidp: request", "method", r.Method, "path", r.URL.Path, "status", sw.status)
 	})
 }
@@ -45,6 +47,10 @@ type statusWriter struct {
 	http.ResponseWriter
 	status int
 }
+
+// Unwrap returns the underlying ResponseWriter, for
+// http.ResponseController.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // WriteHeader records the status code for the request log.
 func (w *statusWriter) WriteHeader(code int) {

@@ -30,6 +30,7 @@ import (
 	"github.com/pgwarden/pgwarden/pooler"
 	"github.com/pgwarden/pgwarden/pooler/config"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // exitError carries a process exit code.
@@ -253,6 +254,10 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		log.Warn(w.Error())
 	}
 	reg := prometheus.NewRegistry()
+	// The Go runtime's and the process's standard series (go_goroutines,
+	// process_resident_memory_bytes, process_open_fds...): what SREs
+	// graph for any Go service, and what the reliability soak watches.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mtr := metrics.New(reg)
 	srv, err := pooler.New(cfg, pooler.Options{Logger: log, AuditLogger: logs.audit, Observer: newObserver(mtr)})
 	if err != nil {
@@ -265,6 +270,7 @@ func serve(path string, o *options, stderr io.Writer) (err error) {
 		Help: "Idle clients parked without a goroutine (signed in, between transactions).",
 	}, func() float64 { return float64(srv.ParkedClients()) }))
 	mtr.JWKSKeysFrom(srv.EntraKeyCount)
+	mtr.ThrottledKeysFrom(srv.ThrottledKeys)
 	if path := os.Getenv("PGWARDEN_CPUPROFILE"); path != "" {
 		// A development aid for the benchmarks: profile the whole run,
 		// written when pgwarden exits.

@@ -37,6 +37,14 @@ func (o *observer) SignIn(ev pooler.SignInEvent) {
 		result = "failure"
 	}
 	o.m.SignIn(ev.Method, result, ev.Reason, ev.PrincipalType, ev.Latency)
+	if ev.Throttle != "" {
+		// The sign-in throttle held the attempt, or refused it.
+		action := metrics.ThrottleDelayed
+		if ev.Reason == pooler.ReasonThrottled {
+			action = metrics.ThrottleRefused
+		}
+		o.m.SignInThrottled(ev.Throttle, action)
+	}
 }
 
 func (o *observer) ClientError(code, sqlstate string) { o.m.ClientError(code, sqlstate) }

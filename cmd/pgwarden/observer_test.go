@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/authn"
 	"github.com/pgwarden/pgwarden/metrics"
+	"github.com/pgwarden/pgwarden/pooler"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -35,6 +36,10 @@ func TestObserver(t *testing.T) {
 	o.TokenCache(false)
 	o.SessionsRevoked(2)
 	o.ClientError("auth_failed", "28P01")
+	// Sign-ins held or refused by the sign-in throttle.
+	o.SignIn(pooler.SignInEvent{Method: "scram", Reason: pooler.ReasonThrottled, Throttle: pooler.ThrottleScopeAddress, RetryAfter: time.Minute})
+	o.SignIn(pooler.SignInEvent{Method: "scram", OK: true, Throttle: pooler.ThrottleScopeRole, ThrottleDelay: time.Second})
+	o.SignIn(pooler.SignInEvent{Method: "scram", Reason: "wrong_password"})
 	if p := o.Pool("app", "alice"); p == nil {
 		t.Error("no pool observer")
 	} else {
@@ -62,6 +67,10 @@ pgwarden_jwks_refreshes_total{result="success"} 2
 # HELP pgwarden_revoked_sessions_total Client sessions closed because their principal's access was revoked.
 # TYPE pgwarden_revoked_sessions_total counter
 pgwarden_revoked_sessions_total 2
+# HELP pgwarden_signin_throttled_total Sign-ins the sign-in throttle held (delayed) or refused, by the budget that did it (address or role).
+# TYPE pgwarden_signin_throttled_total counter
+pgwarden_signin_throttled_total{action="delayed",scope="role"} 1
+pgwarden_signin_throttled_total{action="refused",scope="address"} 1
 # HELP pgwarden_token_cache_hits_total Entra access tokens found already validated in the token cache.
 # TYPE pgwarden_token_cache_hits_total counter
 pgwarden_token_cache_hits_total 1
@@ -70,7 +79,7 @@ pgwarden_token_cache_hits_total 1
 pgwarden_token_cache_misses_total 1
 `
 	names := []string{"pgwarden_backend_token_expiry_timestamp_seconds", "pgwarden_backend_token_refreshes_total", "pgwarden_graph_lookups_total",
-		"pgwarden_jwks_refreshes_total", "pgwarden_revoked_sessions_total", "pgwarden_token_cache_hits_total", "pgwarden_token_cache_misses_total"}
+		"pgwarden_jwks_refreshes_total", "pgwarden_revoked_sessions_total", "pgwarden_signin_throttled_total", "pgwarden_token_cache_hits_total", "pgwarden_token_cache_misses_total"}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
 	}

@@ -15,6 +15,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 )
 
@@ -58,6 +59,68 @@ func ParsePoolMode(s string) (PoolMode, bool) {
 		return PoolStatement, true
 	}
 	return PoolModeUnset, false
+}
+
+// ReplicationAllow is a database's allow_replication: which replication
+// connections its clients may open.
+type ReplicationAllow int
+
+// allow_replication values. The zero value is the default.
+const (
+	// ReplicationAllowAll accepts physical and logical replication.
+	ReplicationAllowAll ReplicationAllow = iota
+	// ReplicationAllowNone refuses replication connections.
+	ReplicationAllowNone
+	// ReplicationAllowLogical accepts logical replication
+	// (replication=database) only.
+	ReplicationAllowLogical
+	// ReplicationAllowPhysical accepts physical replication
+	// (replication=true) only.
+	ReplicationAllowPhysical
+)
+
+// ParseReplicationAllow parses an allow_replication value: all, none,
+// logical or physical (case-insensitive); the boolean spellings 1, yes,
+// true, on mean all and 0, no, false, off mean none.
+func ParseReplicationAllow(s string) (ReplicationAllow, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "all", "1", "yes", "true", "on":
+		return ReplicationAllowAll, true
+	case "none", "0", "no", "false", "off":
+		return ReplicationAllowNone, true
+	case "logical":
+		return ReplicationAllowLogical, true
+	case "physical":
+		return ReplicationAllowPhysical, true
+	}
+	return ReplicationAllowAll, false
+}
+
+// String returns the canonical spelling: all, none, logical or physical.
+func (r ReplicationAllow) String() string {
+	switch r {
+	case ReplicationAllowNone:
+		return "none"
+	case ReplicationAllowLogical:
+		return "logical"
+	case ReplicationAllowPhysical:
+		return "physical"
+	}
+	return "all"
+}
+
+// Allows reports whether a replication connection of the given kind
+// (physical when true, logical when false) is accepted.
+func (r ReplicationAllow) Allows(physical bool) bool {
+	switch r {
+	case ReplicationAllowAll:
+		return true
+	case ReplicationAllowLogical:
+		return !physical
+	case ReplicationAllowPhysical:
+		return physical
+	}
+	return false
 }
 
 // AuthType is how clients prove who they are (PgBouncer's auth_type).
@@ -154,6 +217,11 @@ type Database struct {
 	// password even when the global default is a token provider); ""
 	// inherits (see EffectiveServerAuth).
 	ServerAuth string
+	// AllowReplication says which replication connections (replication=
+	// true or database in a client's startup packet) the database accepts:
+	// pgwarden's own allow_replication key. The zero value accepts both,
+	// as PgBouncer does.
+	AllowReplication ReplicationAllow
 	// File and Line locate the entry, for messages.
 	File string
 	Line int
@@ -297,6 +365,10 @@ type Config struct {
 	// starts while /readyz already says "not ready", so that a load
 	// balancer polling /readyz stops sending before the port closes.
 	ShutdownAcceptGrace time.Duration
+
+	// SignInThrottle limits failed sign-ins per client address and per
+	// role (signin_throttle_* keys, pgwarden's own; off by default).
+	SignInThrottle SignInThrottle
 
 	// client_tls_*, server_tls_*.
 	ClientTLS TLS
@@ -540,3 +612,24 @@ const (
 	StatsNamesTotals = "totals"
 	StatsNamesLegacy = "legacy"
 )
+
+// SignInThrottle is the failed sign-in budget of each client address and
+// of each role name: token buckets of Burst failures that refill one
+// failure every Refill. A Burst of 0 turns that scope off.
+type SignInThrottle struct {
+	// signin_throttle_address_burst (0 = off) and
+	// signin_throttle_address_refill (60 s): per client address (IPv4
+	// address, IPv6 /64, or the peer's uid on the Unix socket).
+	AddressBurst  int
+	AddressRefill time.Duration
+	// signin_throttle_role_burst (0 = off) and signin_throttle_role_refill
+	// (60 s): per user name the clients ask for, existing or not.
+	RoleBurst  int
+	RoleRefill time.Duration
+	// signin_throttle_max_delay (0): a sign-in whose budget is spent waits
+	// up to this long for it to come back instead of being refused.
+	MaxDelay time.Duration
+}
+
+// Enabled reports whether either scope is on.
+func (t SignInThrottle) Enabled() bool { return t.AddressBurst > 0 || t.RoleBurst > 0 }

@@ -393,3 +393,47 @@ func TestAuthFileRelativeToCwd(t *testing.T) {
 		t.Errorf("loaded %v from %q", c.AuthUsers, c.AuthFile)
 	}
 }
+
+// TestAllowReplication: a database's allow_replication, in both formats,
+// and what each value lets in.
+func TestAllowReplication(t *testing.T) {
+	dir := t.TempDir()
+	ini := writeFile(t, dir, "r.ini", "[pgbouncer]\n[databases]\n"+
+		"dflt = host=h\nnone = host=h allow_replication=none\noff = host=h allow_replication=0\n"+
+		"log = host=h allow_replication=Logical\nphys = host=h allow_replication=physical\n")
+	yml := writeFile(t, dir, "r.yaml", "databases:\n  dflt: {host: h}\n  none: {host: h, allow_replication: none}\n"+
+		"  off: {host: h, allow_replication: false}\n  log: {host: h, allow_replication: logical}\n  phys: {host: h, allow_replication: physical}\n")
+	want := map[string]ReplicationAllow{"dflt": ReplicationAllowAll, "none": ReplicationAllowNone, "off": ReplicationAllowNone,
+		"log": ReplicationAllowLogical, "phys": ReplicationAllowPhysical}
+	for _, p := range []string{ini, yml} {
+		c, err := Load(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		for name, w := range want {
+			if got := c.Databases[name].AllowReplication; got != w {
+				t.Errorf("%s: %s: allow_replication %v, want %v", p, name, got, w)
+			}
+		}
+	}
+	bad := writeFile(t, dir, "bad.yaml", "databases:\n  d: {host: h, allow_replication: sometimes}\n")
+	if _, err := Load(bad); err == nil || !strings.Contains(err.Error(), "bad.yaml:2: databases.d.allow_replication: invalid allow_replication \"sometimes\"") {
+		t.Errorf("bad value: %v", err)
+	}
+	for _, tc := range []struct {
+		r                 ReplicationAllow
+		physical, logical bool
+	}{
+		{ReplicationAllowAll, true, true},
+		{ReplicationAllowNone, false, false},
+		{ReplicationAllowLogical, false, true},
+		{ReplicationAllowPhysical, true, false},
+	} {
+		if tc.r.Allows(true) != tc.physical || tc.r.Allows(false) != tc.logical {
+			t.Errorf("%v: Allows(physical) %v, Allows(logical) %v", tc.r, tc.r.Allows(true), tc.r.Allows(false))
+		}
+		if back, ok := ParseReplicationAllow(tc.r.String()); !ok || back != tc.r {
+			t.Errorf("%v does not round-trip", tc.r)
+		}
+	}
+}

@@ -484,6 +484,12 @@ func (l *iniLoader) setDatabase(file string, lineNo int, name, value string) {
 			db.AuthMode = v
 		case "server_auth":
 			db.ServerAuth = v
+		case "allow_replication":
+			r, okr := ParseReplicationAllow(v)
+			if !okr {
+				err = fmt.Errorf("invalid allow_replication: %s (expected all, none, logical or physical)", v)
+			}
+			db.AllowReplication = r
 		case "load_balance_hosts":
 			switch strings.ToLower(v) {
 			case "round-robin":

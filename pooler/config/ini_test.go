@@ -386,6 +386,8 @@ func TestDatabaseAndUserValues(t *testing.T) {
 		{"databases", "d = host=h server_lifetime=5s", "without a unit", ""},
 		{"databases", "d = host=h pool_size=-2", "pool_size must not be negative", ""},
 		{"databases", "d = host=h auth_dbname=pgbouncer", "auth_dbname must not be the admin database", ""},
+		{"databases", "d = host=h allow_replication=logical", "", ""},
+		{"databases", "d = host=h allow_replication=maybe", "invalid allow_replication: maybe (expected all, none, logical or physical)", ""},
 		{"users", "u = transaction_timeout=5", "", "transaction_timeout is accepted for compatibility"},
 		{"users", "u = max_user_client_connections=5", "", "max_user_client_connections is accepted"},
 		{"users", "u = client_idle_timeout=1.5 pool_mode=session", "", ""},

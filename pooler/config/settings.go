@@ -200,6 +200,12 @@ var params = []param{
 	// Config.ShutdownTimeout).
 	{"shutdown_accept_grace", "0", false, bTime(func(c *Config) *time.Duration { return &c.ShutdownAcceptGrace })},
 	{"shutdown_timeout", "0", false, bTime(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	// signin_throttle_* are pgwarden's own (see Config.SignInThrottle).
+	{"signin_throttle_address_burst", "0", false, bInt(func(c *Config) *int { return &c.SignInThrottle.AddressBurst })},
+	{"signin_throttle_address_refill", "60", false, bTime(func(c *Config) *time.Duration { return &c.SignInThrottle.AddressRefill })},
+	{"signin_throttle_max_delay", "0", false, bTime(func(c *Config) *time.Duration { return &c.SignInThrottle.MaxDelay })},
+	{"signin_throttle_role_burst", "0", false, bInt(func(c *Config) *int { return &c.SignInThrottle.RoleBurst })},
+	{"signin_throttle_role_refill", "60", false, bTime(func(c *Config) *time.Duration { return &c.SignInThrottle.RoleRefill })},
 	{"so_reuseport", "0", restart, bBool(func(c *Config) *bool { return &c.SOReuseport })},
 	{"stats_period", "60", false, bind(kindSeconds, func(c *Config) *time.Duration { return &c.StatsPeriod })},
 	{"stats_users", "", false, bList(func(c *Config) *[]string { return &c.StatsUsers })},

@@ -131,6 +131,8 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 		{"max_packet_size", c.MaxPacketSize},
 		{"pkt_buf", c.PktBuf},
 		{"tcp_keepcnt", c.TCPKeepCnt},
+		{"signin_throttle_address_burst", c.SignInThrottle.AddressBurst},
+		{"signin_throttle_role_burst", c.SignInThrottle.RoleBurst},
 		{"verbose", c.Verbose},
 	} {
 		if n.v < 0 {
@@ -163,11 +165,13 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 		{"stats_period", c.StatsPeriod},
 		{"shutdown_timeout", c.ShutdownTimeout},
 		{"shutdown_accept_grace", c.ShutdownAcceptGrace},
+		{"signin_throttle_max_delay", c.SignInThrottle.MaxDelay},
 	} {
 		if d.v < 0 {
 			bad(d.key, "must not be negative (got %v)", d.v)
 		}
 	}
+	c.validateSignInThrottle(bad, warn)
 
 	// Authentication.
 	switch c.AuthType {
@@ -371,4 +375,28 @@ func (c *Config) entryKey(section, name string) string {
 		return section + "." + name
 	}
 	return section + "/" + name
+}
+
+// validateSignInThrottle checks the signin_throttle_* keys: a scope that is
+// on needs a positive refill (0 would lock a key out until a restart).
+func (c *Config) validateSignInThrottle(bad, warn func(key, format string, args ...any)) {
+	t := c.SignInThrottle
+	for _, s := range []struct {
+		scope  string
+		burst  int
+		refill time.Duration
+	}{
+		{"address", t.AddressBurst, t.AddressRefill},
+		{"role", t.RoleBurst, t.RoleRefill},
+	} {
+		switch {
+		case s.refill < 0:
+			bad("signin_throttle_"+s.scope+"_refill", "must not be negative (got %v)", s.refill)
+		case s.burst > 0 && s.refill == 0:
+			bad("signin_throttle_"+s.scope+"_refill", "must be positive when signin_throttle_%s_burst is set (0 would never give a failed sign-in back)", s.scope)
+		}
+	}
+	if t.Enabled() && t.MaxDelay > 0 && c.ClientLoginTimeout > 0 && t.MaxDelay >= c.ClientLoginTimeout {
+		warn("signin_throttle_max_delay", "signin_throttle_max_delay (%v) is not below client_login_timeout (%v): a held sign-in ends at client_login_timeout", t.MaxDelay, c.ClientLoginTimeout)
+	}
 }

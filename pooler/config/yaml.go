@@ -40,6 +40,7 @@ type yamlConfig struct {
 	Server     yamlServer               `yaml:"server"`
 	Client     yamlClient               `yaml:"client"`
 	Timeouts   yamlTimeouts             `yaml:"timeouts"`
+	Throttle   yamlSignInThrottle       `yaml:"signin_throttle"`
 	TLS        yamlTLSLegs              `yaml:"tls"`
 	Log        yamlLog                  `yaml:"log"`
 	Network    yamlNetwork              `yaml:"network"`
@@ -119,6 +120,15 @@ type yamlTimeouts struct {
 	AcceptGrace     *yamlDuration `yaml:"shutdown_accept_grace"`
 }
 
+// yamlSignInThrottle is signin_throttle: (pgwarden's own keys).
+type yamlSignInThrottle struct {
+	AddressBurst  *int          `yaml:"address_burst"`
+	AddressRefill *yamlDuration `yaml:"address_refill"`
+	RoleBurst     *int          `yaml:"role_burst"`
+	RoleRefill    *yamlDuration `yaml:"role_refill"`
+	MaxDelay      *yamlDuration `yaml:"max_delay"`
+}
+
 type yamlTLSLegs struct {
 	Client yamlTLS `yaml:"client"`
 	Server yamlTLS `yaml:"server"`
@@ -180,6 +190,7 @@ type yamlDatabase struct {
 	ApplicationName  string        `yaml:"application_name"`
 	AuthMode         string        `yaml:"auth_mode"`
 	ServerAuth       string        `yaml:"server_auth"`
+	AllowReplication string        `yaml:"allow_replication"`
 }
 
 // yamlUser is one users: entry; the keys are [users]'s.
@@ -260,6 +271,11 @@ func (y *yamlConfig) leaves() []yamlLeaf {
 		{"timeouts.cancel_wait", "cancel_wait_timeout", y.Timeouts.CancelWait},
 		{"timeouts.shutdown", "shutdown_timeout", y.Timeouts.Shutdown},
 		{"timeouts.shutdown_accept_grace", "shutdown_accept_grace", y.Timeouts.AcceptGrace},
+		{"signin_throttle.address_burst", "signin_throttle_address_burst", y.Throttle.AddressBurst},
+		{"signin_throttle.address_refill", "signin_throttle_address_refill", y.Throttle.AddressRefill},
+		{"signin_throttle.role_burst", "signin_throttle_role_burst", y.Throttle.RoleBurst},
+		{"signin_throttle.role_refill", "signin_throttle_role_refill", y.Throttle.RoleRefill},
+		{"signin_throttle.max_delay", "signin_throttle_max_delay", y.Throttle.MaxDelay},
 		{"log.file", "logfile", y.Log.File},
 		{"log.pid_file", "pidfile", y.Log.PidFile},
 		{"log.syslog", "syslog", y.Log.Syslog},
@@ -426,6 +442,14 @@ func loadYAML(path string) (*Config, []Problem, []Problem) {
 			setInt(&db.MaxDBConnections, yd.MaxDBConnections)
 			setDur(&db.ServerLifetime, yd.ServerLifetime)
 			db.PoolMode = poolMode(yd.PoolMode, p+".pool_mode")
+			if yd.AllowReplication != "" {
+				r, ok := ParseReplicationAllow(yd.AllowReplication)
+				if !ok {
+					k := p + ".allow_replication"
+					errs = append(errs, Problem{File: path, Line: lines[k], Key: k, Message: fmt.Sprintf("invalid allow_replication %q (expected all, none, logical or physical)", yd.AllowReplication)})
+				}
+				db.AllowReplication = r
+			}
 		}
 		c.Databases[name] = db
 	}
