@@ -2,7 +2,6 @@ package pooler
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -365,10 +364,3 @@ func startupPacket(kv ...string) []byte {
 func cstr(s string) []byte { return append([]byte(s), 0) }
 
 func be32(v int) []byte { return binary.BigEndian.AppendUint32(nil, uint32(v)) }
-
-// ctxTimeout is a context bounded by fuzzReadTimeout.
-func ctxTimeout(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), fuzzReadTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
