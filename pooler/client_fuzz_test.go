@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/internal/fuzzwatch"
+	"github.com/pgwarden/pgwarden/pooler"
 )
 
 // FuzzClientMessages: a signed-in client sends anything (the input) after
@@ -37,10 +39,16 @@ func FuzzClientMessages(f *testing.F) {
 		maxPacket int
 	}
 	common := "auth_type = trust\nquery_timeout = 3\nquery_wait_timeout = 10\ndefault_pool_size = 4\nmax_prepared_statements = 8\n"
+	// The harness keeps logs in memory for failed tests; a fuzzing run
+	// would pile them up.
+	quiet := func(o *pooler.Options) {
+		o.Logger = slog.New(slog.DiscardHandler)
+		o.AuditLogger = slog.New(slog.DiscardHandler)
+	}
 	targets := []target{
-		{startPooler(f, common+"pool_mode = transaction\nmax_packet_size = 65536"), 65536},
-		{startPooler(f, common+"pool_mode = session"), 1<<31 - 1},
-		{startPooler(f, common+"pool_mode = statement\nmax_packet_size = 65536"), 65536},
+		{startPooler(f, common+"pool_mode = transaction\nmax_packet_size = 65536", quiet), 65536},
+		{startPooler(f, common+"pool_mode = session", quiet), 1<<31 - 1},
+		{startPooler(f, common+"pool_mode = statement\nmax_packet_size = 65536", quiet), 65536},
 	}
 	q := func(sql string) []byte { return msg('Q', []byte(sql+"\x00")) }
 	parse := func(name, sql string, types ...uint32) []byte {
