@@ -27,6 +27,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -252,55 +253,69 @@ func runTarget(root string, t Result, fuzztime string, parallel int, minimize st
 		done <- cmd.Wait()
 		pw.Close()
 	}()
-	var failure []string
-	fuzzing := false
+	var p outputParser
 	sc := bufio.NewScanner(pr)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		line := sc.Text()
 		fmt.Println("    " + line)
-		trimmed := strings.TrimSpace(line)
-		switch m := reProgress.FindStringSubmatch(trimmed); {
-		case m != nil:
-			fuzzing = true
-			if d, err := time.ParseDuration(m[1]); err == nil {
-				res.FuzzSeconds = d.Seconds()
-			}
-			res.Execs, _ = strconv.ParseInt(m[2], 10, 64)
-			res.NewInteresting, _ = strconv.Atoi(m[4])
-			res.Corpus, _ = strconv.Atoi(m[5])
-		case reBaseline.MatchString(trimmed):
-			res.Baseline, _ = strconv.Atoi(reBaseline.FindStringSubmatch(trimmed)[1])
-		}
-		if m := reFailing.FindStringSubmatch(trimmed); m != nil {
-			res.FailingInput = filepath.ToSlash(filepath.Join(t.Package, m[1]))
-			res.Crashers = 1
-		}
-		if strings.HasPrefix(trimmed, "fuzzing process") || strings.Contains(trimmed, ".go:") || strings.HasPrefix(trimmed, "panic:") {
-			failure = append(failure, trimmed)
-		}
+		p.line(&res, line)
 	}
 	err := <-done
 	res.Seconds = math.Round(time.Since(start).Seconds()*1000) / 1000
+	p.finish(&res, err)
+	return res
+}
+
+// outputParser reads go test -fuzz output into a Result.
+type outputParser struct {
+	fuzzing bool     // a progress line was seen
+	failure []string // lines that explain a failure
+}
+
+func (p *outputParser) line(res *Result, line string) {
+	trimmed := strings.TrimSpace(line)
+	switch m := reProgress.FindStringSubmatch(trimmed); {
+	case m != nil:
+		p.fuzzing = true
+		if d, err := time.ParseDuration(m[1]); err == nil {
+			res.FuzzSeconds = d.Seconds()
+		}
+		res.Execs, _ = strconv.ParseInt(m[2], 10, 64)
+		res.NewInteresting, _ = strconv.Atoi(m[4])
+		res.Corpus, _ = strconv.Atoi(m[5])
+	case reBaseline.MatchString(trimmed):
+		res.Baseline, _ = strconv.Atoi(reBaseline.FindStringSubmatch(trimmed)[1])
+	}
+	if m := reFailing.FindStringSubmatch(trimmed); m != nil {
+		res.FailingInput = path.Join(res.Package, m[1])
+		res.Crashers = 1
+	}
+	if strings.HasPrefix(trimmed, "fuzzing process") || strings.Contains(trimmed, ".go:") || strings.HasPrefix(trimmed, "panic:") {
+		p.failure = append(p.failure, trimmed)
+	}
+}
+
+// finish sets the status from the go test exit error.
+func (p *outputParser) finish(res *Result, err error) {
 	if res.FuzzSeconds > 0 {
 		res.ExecsPerSec = math.Round(float64(res.Execs)/res.FuzzSeconds*10) / 10
 	}
 	switch {
 	case err == nil:
 		res.Status = "pass"
-	case res.Crashers > 0 || fuzzing:
+	case res.Crashers > 0 || p.fuzzing:
 		res.Status = "fail"
 	default:
 		res.Status = "error"
 	}
 	if err != nil {
-		if len(failure) > 0 {
-			res.Failure = strings.Join(failure[:min(len(failure), 5)], "; ")
+		if len(p.failure) > 0 {
+			res.Failure = strings.Join(p.failure[:min(len(p.failure), 5)], "; ")
 		} else {
 			res.Failure = err.Error()
 		}
 	}
-	return res
 }
 
 func countFiles(dir string) int {
