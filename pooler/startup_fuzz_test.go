@@ -120,8 +120,8 @@ type startupClient struct {
 }
 
 // runStartupClient sends data to the pooler as described at FuzzStartup.
-// proof, when set, is called for a SASL message "{proof}" with the
-// server-first-message and returns the client-final-message to send.
+// proof, when set, is called for a message whose body is "{proof}" with
+// the server-first-message and returns the client-final-message to send.
 func runStartupClient(t *testing.T, c net.Conn, data []byte, tlsOffered bool, proof func(serverFirst []byte) []byte) *startupClient {
 	t.Helper()
 	st := &startupClient{}
@@ -247,7 +247,7 @@ func runStartupClient(t *testing.T, c net.Conn, data []byte, tlsOffered bool, pr
 		if st.nonce != "" {
 			frame = substitute(frame, "{nonce}", st.nonce)
 		}
-		if proof != nil && bytes.Contains(frame, []byte("{proof}")) {
+		if proof != nil && len(frame) > 5 && string(frame[5:]) == "{proof}" {
 			frame = fuzzMessage('p', proof(serverFirst))
 		}
 		writeQuiet(conn, frame)
