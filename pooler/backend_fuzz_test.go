@@ -30,7 +30,7 @@ func newBackendEnv(tb testing.TB) *backendEnv {
 	e.hostile = newHostileServer(tb, e.serverTLS)
 	p := e.hostile.port()
 	common := "listen_addr = 127.0.0.1\nunix_socket_dir =\nauth_file = {dir}/userlist.txt\n" +
-		"client_login_timeout = 15\nserver_connect_timeout = 15\nquery_wait_timeout = 15\nquery_timeout = 15\n"
+		"client_login_timeout = 15\nserver_connect_timeout = 15\nquery_wait_timeout = 15\nquery_timeout = 5\n"
 	for i, mode := range []string{"disable", "prefer"} {
 		ini := fmt.Sprintf("[databases]\nfz = host=127.0.0.1 port=%d dbname=fz\nfzq = host=127.0.0.1 port=%d dbname=fz connect_query='SELECT 1'\n"+
 			"[pgbouncer]\nauth_type = md5\nserver_tls_sslmode = %s\n%s", p, p, mode, common)
@@ -341,7 +341,8 @@ func runRelayClient(t *testing.T, c net.Conn, r *wireReader, sc relayScript) {
 		switch typ {
 		case 'Z':
 			ready++
-		case 'G':
+		case 'G', 'W':
+			// CopyInResponse, CopyBothResponse: the data, and the end.
 			writeQuiet(c, fuzzMessage('d', []byte("1\n")))
 			writeQuiet(c, fuzzMessage('c'))
 		case 'E':

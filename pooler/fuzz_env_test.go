@@ -67,6 +67,10 @@ type fuzzEnv struct {
 func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	tb.Helper()
 	e := &fuzzEnv{dir: tb.TempDir(), quiet: slog.New(slog.DiscardHandler)}
+	if os.Getenv("PGWARDEN_FUZZ_LOG") != "" {
+		// For replaying one input: the pooler's log on stderr.
+		e.quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	certPEM, keyPEM := fuzzCert(tb)
 	e.certFile = filepath.Join(e.dir, "server.crt")
 	e.keyFile = filepath.Join(e.dir, "server.key")
