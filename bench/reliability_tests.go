@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -159,96 +158,54 @@ func fileTailBytes(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// fuzzResult is one fuzz target's run.
+// fuzzResult is one fuzz target's run, as internal/fuzzrun reports it.
 type fuzzResult struct {
 	Package        string  `json:"package"`
 	Target         string  `json:"target"`
-	Seconds        float64 `json:"seconds"`
+	Status         string  `json:"status"`
+	FuzzSeconds    float64 `json:"fuzz_seconds"`
 	Execs          int64   `json:"execs"`
+	ExecsPerSec    float64 `json:"execs_per_sec"`
 	NewInteresting int64   `json:"new_interesting"`
-	CorpusTotal    int64   `json:"corpus_total"`
-	Passed         bool    `json:"passed"`
+	Corpus         int64   `json:"corpus"`
+	SeedFiles      int64   `json:"seed_files"`
+	Crashers       int64   `json:"crashers"`
+	FailingInput   string  `json:"failing_input,omitempty"`
 	Failure        string  `json:"failure,omitempty"`
 }
 
-var (
-	fuzzFunc     = regexp.MustCompile(`(?m)^func (Fuzz\w+)\(f \*testing\.F\)`)
-	fuzzProgress = regexp.MustCompile(`execs: (\d+) .*?new interesting: (\d+) \(total: (\d+)\)`)
-)
-
-// findFuzzTargets lists every Fuzz function of the module, by package
-// directory.
-func findFuzzTargets(root string) (map[string][]string, error) {
-	targets := map[string][]string{}
-	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			name := d.Name()
-			if path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "deploy" && filepath.Dir(path) == root) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, m := range fuzzFunc.FindAllSubmatch(b, -1) {
-			rel, _ := filepath.Rel(root, filepath.Dir(path))
-			pkg := "./" + filepath.ToSlash(rel)
-			targets[pkg] = append(targets[pkg], string(m[1]))
-		}
-		return nil
-	})
-	return targets, err
-}
-
-// runFuzzers runs every fuzz target for d, one after another, with one
-// worker (the machine's other core keeps the rest of the system running).
+// runFuzzers runs every fuzz target of the module for d, one after
+// another with one worker, through internal/fuzzrun (what make fuzz runs),
+// and reads its JSON report.
 func (h *harness) runFuzzers(ctx context.Context, d time.Duration, problem func(string, ...any)) []fuzzResult {
-	targets, err := findFuzzTargets(h.root)
+	out, err := os.CreateTemp("", "pgwarden-fuzz-*.json")
 	if err != nil {
-		problem("fuzz targets: %v", err)
+		problem("fuzz: %v", err)
 		return nil
 	}
-	pkgs := make([]string, 0, len(targets))
-	for p := range targets {
-		pkgs = append(pkgs, p)
+	out.Close()
+	defer os.Remove(out.Name())
+	args := []string{"run", "./internal/fuzzrun", "-fuzztime", d.String(), "-parallel", "1", "-json", out.Name()}
+	h.logf("fuzz: go %s", strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, goTool(), args...)
+	cmd.Dir = h.root
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		problem("fuzz: %v (see the failing targets below)", err)
 	}
-	sort.Strings(pkgs)
-	var out []fuzzResult
-	for _, pkg := range pkgs {
-		sort.Strings(targets[pkg])
-		for _, t := range targets[pkg] {
-			if ctx.Err() != nil {
-				return out
-			}
-			h.logf("fuzz: %s %s for %v", pkg, t, d)
-			args := []string{"test", "-run", "^$", "-fuzz", "^" + t + "$", "-fuzztime", d.String(), "-parallel", "1", pkg}
-			cmd := exec.CommandContext(ctx, goTool(), args...)
-			cmd.Dir = h.root
-			start := time.Now()
-			raw, err := cmd.CombinedOutput()
-			r := fuzzResult{Package: pkg, Target: t, Seconds: time.Since(start).Seconds(), Passed: err == nil}
-			for _, m := range fuzzProgress.FindAllSubmatch(raw, -1) {
-				r.Execs, _ = strconv.ParseInt(string(m[1]), 10, 64)
-				r.NewInteresting, _ = strconv.ParseInt(string(m[2]), 10, 64)
-				r.CorpusTotal, _ = strconv.ParseInt(string(m[3]), 10, 64)
-			}
-			if err != nil {
-				r.Failure = fileTailBytes(raw, 30)
-				problem("fuzz %s %s failed: %v", pkg, t, err)
-			}
-			h.logf("fuzz: %s: %d execs, %d new interesting, passed %v", t, r.Execs, r.NewInteresting, r.Passed)
-			out = append(out, r)
-		}
+	raw, err := os.ReadFile(out.Name())
+	if err != nil {
+		problem("fuzz report: %v", err)
+		return nil
 	}
-	return out
+	var rep struct {
+		Targets []fuzzResult `json:"targets"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		problem("fuzz report: %v", err)
+		return nil
+	}
+	return rep.Targets
 }
 
 // reliabilityMarkdown is RELIABILITY.md.
@@ -331,13 +288,13 @@ func reliabilityMarkdown(res *reliabilityResults, jsonRel string) string {
 	}
 	if len(res.Fuzz) > 0 {
 		w("## Fuzzing\n\nGo native fuzzing, one worker (`-parallel 1`), each target for the time shown; corpora are committed under each package's `testdata/fuzz`.\n\n")
-		w("| package | target | time | execs | new interesting (corpus) | result |\n|---|---|---:|---:|---:|---|\n")
+		w("| package | target | fuzzing time | execs (per s) | new interesting / corpus (seeds) | result |\n|---|---|---:|---:|---:|---|\n")
 		for _, f := range res.Fuzz {
-			verdict := "no crash"
-			if !f.Passed {
-				verdict = "**FAILED**"
+			verdict := f.Status
+			if f.Crashers > 0 || f.FailingInput != "" {
+				verdict = "**" + f.Status + "**: " + f.FailingInput
 			}
-			w("| %s | %s | %.0f s | %d | %d (%d) | %s |\n", f.Package, f.Target, f.Seconds, f.Execs, f.NewInteresting, f.CorpusTotal, verdict)
+			w("| %s | %s | %.0f s | %d (%.0f) | %d / %d (%d) | %s |\n", f.Package, f.Target, f.FuzzSeconds, f.Execs, f.ExecsPerSec, f.NewInteresting, f.Corpus, f.SeedFiles, verdict)
 		}
 		w("\n")
 	}
