@@ -136,7 +136,11 @@ func TestHugeLengthRelayClient(t *testing.T) {
 				env.hostile.serve(t, func(c net.Conn) {
 					if hc := env.hostile.accept(c, false, 0); hc != nil {
 						_, _ = hc.conn.Write(loginOK())
-						hc.finish()
+						// Read what comes, and stay: a server that
+						// closes after its login is seen as dead
+						// while idle, and replaced.
+						for range hc.msgs {
+						}
 					}
 				})
 				c := env.client(t, s)
