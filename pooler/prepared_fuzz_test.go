@@ -30,12 +30,23 @@ func FuzzPreparedRewrite(f *testing.F) {
 			// the next message.
 			ctl := data[0]
 			data = data[1:]
+			// The simulated server answers in order, as PostgreSQL does:
+			// a ParseComplete or CloseComplete only for the oldest
+			// Parse or Close still unanswered (an error then Ready
+			// skips the rest). A server that answers out of order is
+			// FuzzServerRelay's business; here it would only break
+			// the bookkeeping the count check below relies on.
+			pf, cf := ps.srv.parses.front(), ps.srv.closes.front()
 			switch ctl % 8 {
 			case 0:
-				ps.srv.onParseComplete()
+				if cf == nil || pf != nil && pf.seq < cf.seq {
+					ps.srv.onParseComplete()
+				}
 				continue
 			case 1:
-				ps.srv.onCloseComplete()
+				if pf == nil || cf != nil && cf.seq < pf.seq {
+					ps.srv.onCloseComplete()
+				}
 				continue
 			case 2:
 				if ps.srv.readies < ps.srv.syncs {
