@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -175,12 +176,19 @@ type tlsFiles struct {
 // localhost, readable by the server user (key mode 0600, as PostgreSQL
 // requires).
 func (ws *workspace) makeCert() (tlsFiles, error) {
-	dir := filepath.Join(ws.dir, "tls")
-	if err := ws.mkdirOwned(dir); err != nil {
-		return tlsFiles{}, err
-	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
+		return tlsFiles{}, err
+	}
+	return ws.selfSigned("tls", key, x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment|x509.KeyUsageCertSign)
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and localhost
+// with key into the workspace's directory dirName (server.crt, and
+// server.key with mode 0600).
+func (ws *workspace) selfSigned(dirName string, key crypto.Signer, usage x509.KeyUsage) (tlsFiles, error) {
+	dir := filepath.Join(ws.dir, dirName)
+	if err := ws.mkdirOwned(dir); err != nil {
 		return tlsFiles{}, err
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
@@ -192,14 +200,14 @@ func (ws *workspace) makeCert() (tlsFiles, error) {
 		Subject:               pkix.Name{CommonName: "localhost"},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageCertSign,
+		KeyUsage:              usage,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		DNSNames:              []string{"localhost"},
 		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		return tlsFiles{}, err
 	}

@@ -7,12 +7,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math"
-	"math/big"
-	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -461,44 +457,9 @@ func (h *harness) runSignInStorm(ctx context.Context, rate int, d time.Duration)
 // per handshake would take more CPU than two cores have, and ECDSA is what
 // a deployment that cares about handshake rates uses.
 func (ws *workspace) makeECDSACert() (tlsFiles, error) {
-	dir := filepath.Join(ws.dir, "tls-ecdsa")
-	if err := ws.mkdirOwned(dir); err != nil {
-		return tlsFiles{}, err
-	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tlsFiles{}, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return tlsFiles{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "localhost"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tlsFiles{}, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return tlsFiles{}, err
-	}
-	f := tlsFiles{cert: filepath.Join(dir, "server.crt"), key: filepath.Join(dir, "server.key")}
-	if err := ws.writeOwned(f.cert, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), 0o644); err != nil {
-		return tlsFiles{}, err
-	}
-	if err := ws.writeOwned(f.key, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})), 0o600); err != nil {
-		return tlsFiles{}, err
-	}
-	return f, nil
+	return ws.selfSigned("tls-ecdsa", key, x509.KeyUsageDigitalSignature|x509.KeyUsageCertSign)
 }
