@@ -271,10 +271,18 @@ func runTarget(root string, t Result, fuzztime string, parallel int, minimize st
 type outputParser struct {
 	fuzzing bool     // a progress line was seen
 	failure []string // lines that explain a failure
+	// deadline: the engine reported "context deadline exceeded", which
+	// Go's fuzzing does when -fuzztime ends while a slow input is still
+	// running in a worker; with no failing input written, that is the
+	// end of the run, not a finding.
+	deadline bool
 }
 
 func (p *outputParser) line(res *Result, line string) {
 	trimmed := strings.TrimSpace(line)
+	if trimmed == "context deadline exceeded" {
+		p.deadline = true
+	}
 	switch m := reProgress.FindStringSubmatch(trimmed); {
 	case m != nil:
 		p.fuzzing = true
@@ -300,6 +308,11 @@ func (p *outputParser) line(res *Result, line string) {
 func (p *outputParser) finish(res *Result, err error) {
 	if res.FuzzSeconds > 0 {
 		res.ExecsPerSec = math.Round(float64(res.Execs)/res.FuzzSeconds*10) / 10
+	}
+	if err != nil && p.deadline && res.Crashers == 0 && p.fuzzing {
+		res.Status = "pass"
+		res.Failure = "the fuzzing engine stopped at -fuzztime while an input was running (reported as context deadline exceeded; no failing input)"
+		return
 	}
 	switch {
 	case err == nil:
