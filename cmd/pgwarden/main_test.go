@@ -141,11 +141,45 @@ func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
 			t.Errorf("the race detector reported a data race in %s", name)
 		}
 		if t.Failed() {
-			t.Logf("%s stdout:\n%s", name, p.stdout.String())
-			t.Logf("%s stderr:\n%s", name, p.stderr.String())
+			// The tail only, and every race report in full: a busy
+			// process's sign-in lines would otherwise push the test's own
+			// failure messages out of a CI log's visible end.
+			t.Logf("%s stdout:\n%s", name, tailLines(p.stdout.String(), 40))
+			t.Logf("%s stderr:\n%s", name, tailLines(p.stderr.String(), 60))
+			for _, r := range raceReports(p.output()) {
+				t.Logf("%s race report:\n%s", name, r)
+			}
 		}
 	})
 	return p
+}
+
+// tailLines is the last n lines of s, with a note of how many were left
+// out.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) <= n {
+		return s
+	}
+	return fmt.Sprintf("[%d earlier lines left out]\n%s", len(lines)-n, strings.Join(lines[len(lines)-n:], "\n"))
+}
+
+// raceReports are the race detector's reports in out.
+func raceReports(out string) []string {
+	const sep = "=================="
+	var reports []string
+	for {
+		i := strings.Index(out, "WARNING: DATA RACE")
+		if i < 0 {
+			return reports
+		}
+		end := strings.Index(out[i:], sep)
+		if end < 0 {
+			end = len(out) - i
+		}
+		reports = append(reports, out[i:i+end])
+		out = out[i+end:]
+	}
 }
 
 // startPgwarden runs the pgwarden binary with args in dir.

@@ -189,6 +189,25 @@ func TestRollingRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the rolling restart under load")
 	}
+	// The processes' logs are long; this repeats what failed after them.
+	var failures []string
+	var failMu sync.Mutex
+	t.Cleanup(func() {
+		switch {
+		case len(failures) > 0:
+			t.Logf("TestRollingRestart failed:\n- %s", strings.Join(failures, "\n- "))
+		case t.Failed():
+			t.Log("TestRollingRestart failed in its cancels or with a data race in a process: see the errors and race reports above")
+		}
+	})
+	fail := func(format string, args ...any) {
+		t.Helper()
+		msg := fmt.Sprintf(format, args...)
+		failMu.Lock()
+		failures = append(failures, msg)
+		failMu.Unlock()
+		t.Error(msg)
+	}
 	pgbench := pgtest.PgbenchPath()
 	if pgbench == "" {
 		t.Fatal("pgbench not found (install postgresql-client)")
@@ -294,7 +313,7 @@ func TestRollingRestart(t *testing.T) {
 		g.start(slot + slots)
 		old.signal(syscall.SIGTERM)
 		if code := old.wait(30 * time.Second); code != 0 {
-			t.Errorf("%s exited %d after SIGTERM", old.name, code)
+			fail("%s exited %d after SIGTERM", old.name, code)
 		}
 		delete(g.procs, slot)
 		queued := 0
@@ -306,7 +325,7 @@ func TestRollingRestart(t *testing.T) {
 			slot, time.Since(began).Round(time.Millisecond), slot, slot+slots, queued)
 	}
 	if time.Since(benchStart) > benchSeconds*time.Second-3*time.Second {
-		t.Errorf("the restarts took too long to happen under load (%v)", time.Since(benchStart))
+		fail("the restarts took too long to happen under load (%v)", time.Since(benchStart))
 	}
 	code := benchProc.wait(benchSeconds*time.Second + time.Minute)
 	stopLoad()
@@ -328,26 +347,26 @@ func TestRollingRestart(t *testing.T) {
 	t.Logf("prober (a connection per query): %s", probe.String())
 	t.Logf("persistent clients: %d transactions committed; %s", committed.Load(), clients.String())
 	if code != 0 || failed != 0 || aborted != 0 {
-		t.Errorf("pgbench saw failures (exit %d, failed %d):\n%s", code, failed, out)
+		fail("pgbench saw failures (exit %d, failed %d):\n%s", code, failed, out)
 	}
 	if rows != txs {
-		t.Errorf("pgbench counted %d transactions but %d rows were committed", txs, rows)
+		fail("pgbench counted %d transactions but %d rows were committed", txs, rows)
 	}
 	if probe.get("ok") == 0 {
-		t.Error("the prober never got through")
+		fail("the prober never got through")
 	}
 	for k := range probe.m {
 		if k != "ok" {
-			t.Errorf("prober: %d connection attempts ended %s", probe.get(k), k)
+			fail("prober: %d connection attempts ended %s", probe.get(k), k)
 		}
 	}
 	for k, n := range clients.m {
 		if !strings.HasPrefix(k, "closed between transactions: ") {
-			t.Errorf("persistent clients: %d × %s", n, k)
+			fail("persistent clients: %d × %s", n, k)
 		}
 	}
 	if n := countRows(t, "rolling_clients"); int64(n) != committed.Load() {
-		t.Errorf("persistent clients committed %d transactions, the table has %d rows", committed.Load(), n)
+		fail("persistent clients committed %d transactions, the table has %d rows", committed.Load(), n)
 	}
 
 	g.cancelMany(t, 300)
