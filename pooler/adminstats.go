@@ -220,7 +220,12 @@ func (s *Server) clientViews() []clientView {
 		// c.st and c.tlsDesc are written before the state leaves
 		// stateLogin (or c.admin is set), under mu.
 		v.user, v.db = c.st.user, c.st.database
-		v.appName = c.st.params["application_name"]
+		v.appName = c.st.appName
+		if c.vars != nil {
+			if app, ok := c.vars.m["application_name"]; ok {
+				v.appName = app // as SET last changed it
+			}
+		}
 		v.tls = c.tlsDesc
 		v.prepared = len(c.ps.client)
 		v.repl = c.st.repl

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"os"
@@ -57,11 +58,11 @@ type clientConn struct {
 	// is the same, for others to see.
 	repl *replLink
 
-	// params are the values of the tracked session parameters this
-	// client expects, keyed by lower-case name.
-	params map[string]string
-	// paramsFP is params' fingerprint (paramsFingerprint).
-	paramsFP string
+	// vars are the values of the tracked session parameters this client
+	// expects (params.go): shared with the clients that expect the same,
+	// replaced, never modified, when they change. Set at welcome; then
+	// replaced by the session or its pump under mu.
+	vars *paramSet
 	// ps holds the client's named prepared statements (transaction and
 	// statement mode, max_prepared_statements > 0; prepared.go); its
 	// client map is guarded by mu, the rest belongs to the attachment.
@@ -586,29 +587,27 @@ func (c *clientConn) welcome() error {
 	if err != nil {
 		return err
 	}
-	c.params = make(map[string]string, len(c.st.params)+4)
-	for k, v := range c.st.params {
-		c.params[k] = v
-	}
+	vars := make(map[string]string, len(c.st.params)+4)
+	maps.Copy(vars, c.st.params)
 	b := appendAuthRequest(nil, 0, nil)
-	seen := map[string]bool{}
+	seen := make([]string, 0, 16) // the pool's names (PostgreSQL reports about 14)
 	for _, p := range ws {
 		lk := strings.ToLower(p.name)
 		v := p.value
-		if cv, ok := c.params[lk]; ok {
+		if cv, ok := vars[lk]; ok {
 			v = cv
 		} else if c.srv.isTracked(c.cfg, lk) {
-			c.params[lk] = v
+			vars[lk] = v
 		}
-		seen[lk] = true
+		seen = append(seen, lk)
 		b = appendParameterStatus(b, p.name, v)
 	}
 	for k, v := range c.st.params {
-		if !seen[k] && isReported(k) {
+		if !slices.Contains(seen, k) && isReported(k) {
 			b = appendParameterStatus(b, canonicalName(k), v)
 		}
 	}
-	c.paramsFP = paramsFingerprint(c.params)
+	c.vars = c.srv.paramSets.intern(vars)
 	c.key = c.srv.cancels.register(c)
 	b = append(b, 'K', 0, 0, 0, 12)
 	b = append(b, c.key[:]...)
@@ -616,6 +615,9 @@ func (c *clientConn) welcome() error {
 	c.mu.Lock()
 	stop := c.mu.wantStop
 	c.mu.state = stateIdle
+	// The startup values live on in vars; an idle client keeps only
+	// what SHOW CLIENTS shows.
+	c.st.params = nil
 	c.mu.Unlock()
 	if stop {
 		// Shutdown began while this client was signing in.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
-	"sort"
 	"strings"
 	"time"
 
@@ -497,13 +496,14 @@ func (c *clientConn) attach() (*attachment, error) {
 // syncParams sends one SET/RESET query when the server's tracked parameter
 // values differ from the client's (PgBouncer's varcache).
 func (c *clientConn) syncParams(sc *serverConn) error {
-	if sc.paramsFP != "" && sc.paramsFP == c.paramsFP {
+	vars := c.vars
+	if sc.paramsFP != "" && sc.paramsFP == vars.fp {
 		// This server already has exactly this client's values.
 		return nil
 	}
 	var q strings.Builder
 	var set []string
-	for k, want := range c.params {
+	for k, want := range vars.m {
 		have := sc.params[k]
 		if strings.EqualFold(have, want) {
 			continue
@@ -518,7 +518,7 @@ func (c *clientConn) syncParams(sc *serverConn) error {
 	}
 	// Parameters another client set that this client never did.
 	for k, have := range sc.params {
-		if _, ok := c.params[k]; ok || have == "" || isReported(k) {
+		if _, ok := vars.m[k]; ok || have == "" || isReported(k) {
 			continue
 		}
 		if c.srv.isTracked(c.cfg, k) {
@@ -527,7 +527,7 @@ func (c *clientConn) syncParams(sc *serverConn) error {
 		}
 	}
 	if q.Len() == 0 {
-		sc.paramsFP = c.paramsFP
+		sc.paramsFP = vars.fp
 		return nil
 	}
 	if err := sc.simpleExec(q.String()); err != nil {
@@ -537,11 +537,17 @@ func (c *clientConn) syncParams(sc *serverConn) error {
 		}
 		return err
 	}
+	var respelled map[string]string
 	for _, k := range set {
-		if v, ok := c.params[k]; ok {
+		if v, ok := vars.m[k]; ok {
 			if reported, ok := sc.params[k]; ok && isReported(k) {
 				// Keep the server's canonical spelling.
-				c.params[k] = reported
+				if reported != v {
+					if respelled == nil {
+						respelled = make(map[string]string)
+					}
+					respelled[k] = reported
+				}
 			} else {
 				sc.params[k] = v
 			}
@@ -549,8 +555,13 @@ func (c *clientConn) syncParams(sc *serverConn) error {
 			delete(sc.params, k)
 		}
 	}
-	c.paramsFP = paramsFingerprint(c.params)
-	sc.paramsFP = c.paramsFP
+	if respelled != nil {
+		vars = c.srv.paramSets.with(vars, respelled)
+		c.mu.Lock()
+		c.vars = vars
+		c.mu.Unlock()
+	}
+	sc.paramsFP = vars.fp
 	return nil
 }
 
@@ -562,25 +573,6 @@ func setValue(lower, v string) string {
 		return v
 	}
 	return quoteLiteral(v)
-}
-
-// paramsFingerprint renders a client's tracked parameter values in a
-// canonical form: a server whose fingerprint equals the client's needs no
-// SET before the client uses it.
-func paramsFingerprint(params map[string]string) string {
-	keys := make([]string, 0, len(params))
-	for k := range params {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(params[k])
-		b.WriteByte(0)
-	}
-	return b.String()
 }
 
 // detachOnExit runs when the session loop ends: a clean server goes back to
@@ -737,13 +729,12 @@ func (c *clientConn) scanServer(att *attachment) (scanEvent, readyAction) {
 					lk := strings.ToLower(name)
 					c.mu.Lock()
 					att.sc.params[lk] = value
-					if _, tracked := c.params[lk]; tracked || c.srv.isTracked(c.cfg, lk) {
-						if c.params[lk] != value {
-							c.params[lk] = value
-							c.paramsFP = paramsFingerprint(c.params)
+					if have, tracked := c.vars.m[lk]; tracked || c.srv.isTracked(c.cfg, lk) {
+						if have != value {
+							c.vars = c.srv.paramSets.with(c.vars, map[string]string{lk: value})
 						}
 						// Both sides changed together.
-						att.sc.paramsFP = c.paramsFP
+						att.sc.paramsFP = c.vars.fp
 					}
 					c.mu.Unlock()
 				}

@@ -181,6 +181,8 @@ type Server struct {
 	tokens tokenProviders
 	// principalsRefresh runs entra principal_query.
 	principalsRefresh principalRefresher
+	// paramSets interns the clients' tracked parameter values (params.go).
+	paramSets paramSets
 	// signins are the last sign-in attempts (SHOW SIGNINS).
 	signins signinRing
 	// throttle limits failed sign-ins per address and role (throttle.go).

@@ -33,6 +33,9 @@ type startup struct {
 	// params are the session parameters the client set (startup packet and
 	// options -c), keyed by lower-case name.
 	params map[string]string
+	// appName is application_name as SHOW CLIENTS shows it; params is
+	// dropped once the client is signed in.
+	appName string
 	// repl is the kind of replication connection asked for (replication=
 	// true or database); replNone for an ordinary one.
 	repl replKind
@@ -316,6 +319,7 @@ func (s *Server) parseStartup(c *clientConn, minor uint32, body []byte) (*startu
 		app := st.params["application_name"]
 		st.params["application_name"] = app + " - " + c.remote
 	}
+	st.appName = st.params["application_name"]
 	return st, nil
 }
 
