@@ -280,7 +280,7 @@ func (c *clientConn) park() bool {
 	return true
 }
 
-// resumeIfParked starts a goroutine that resumes the session of a parked
+// resumeIfParked has a worker resume the session of a parked
 // client. Nothing happens when the client is not parked.
 func (c *clientConn) resumeIfParked() {
 	if !c.parkState.CompareAndSwap(parkParked, parkRunning) {
@@ -288,11 +288,11 @@ func (c *clientConn) resumeIfParked() {
 	}
 	c.srv.parker.Load().parked.Add(-1)
 	// The parked session kept its place in the server's WaitGroup.
-	go func() {
+	c.srv.workers.run(func() {
 		if !c.relay() {
 			c.srv.wg.Done()
 		}
-	}()
+	})
 }
 
 // unregisterPark removes the client's socket from the watcher; finish calls
@@ -316,6 +316,10 @@ func (c *clientConn) releaseIdleBuf() {
 		c.idleBufp = nil
 	}
 }
+
+// IdleWorkers returns how many goroutines wait for the next client to
+// sign in or resume (workers.go); they exit after a few seconds unused.
+func (s *Server) IdleWorkers() int { return s.workers.idleCount() }
 
 // ParkedClients returns how many idle clients are parked now: signed in,
 // between transactions, and holding no goroutine.

@@ -181,6 +181,8 @@ type Server struct {
 	tokens tokenProviders
 	// principalsRefresh runs entra principal_query.
 	principalsRefresh principalRefresher
+	// workers run the clients' sign-ins and sessions (workers.go).
+	workers *workers
 	// paramSets interns the clients' tracked parameter values (params.go).
 	paramSets paramSets
 	// signins are the last sign-in attempts (SHOW SIGNINS).
@@ -241,6 +243,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		shutdownCh: make(chan struct{}),
 		doneCh:     make(chan struct{}),
 		startTime:  time.Now(),
+		workers:    &workers{},
 	}
 	s.mu.clients = map[*clientConn]struct{}{}
 	s.audit = opts.AuditLogger
@@ -494,6 +497,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		c.kill(newError(codeShuttingDown, ""))
 	}
 	s.wg.Wait()
+	s.workers.stop()
 	s.parker.Load().close()
 	s.pools.closeAll()
 	if es := s.entra.Swap(nil); es != nil {
@@ -530,10 +534,10 @@ func (s *Server) serveConn(conn net.Conn, unix bool) {
 	c := s.newClientConn(conn, unix)
 	s.trackClient(c, true)
 	s.wg.Add(1)
-	go func() {
+	s.workers.run(func() {
 		defer s.wg.Done()
 		c.serve()
-	}()
+	})
 }
 
 func (s *Server) trackClient(c *clientConn, add bool) {
