@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -32,6 +33,7 @@ type reliabilityConfig struct {
 	stormRate     int
 	stormDuration time.Duration
 	fuzzTime      time.Duration
+	fuzzJobs      int
 	pgwardenBin   string
 	cpuProfile    string
 }
@@ -48,6 +50,7 @@ type reliabilityResults struct {
 	SignIn   *stormResult      `json:"sign_in_storm,omitempty"`
 	Tests    []testGroupResult `json:"tests,omitempty"`
 	Fuzz     []fuzzResult      `json:"fuzz,omitempty"`
+	FuzzJobs int               `json:"fuzz_jobs,omitempty"`
 	Problems []string          `json:"problems,omitempty"`
 }
 
@@ -66,6 +69,7 @@ func parseReliabilityFlags(args []string) (*reliabilityConfig, error) {
 	fs.IntVar(&c.stormRate, "storm-rate", 1000, "new TLS connections per second signing in with an Entra token")
 	fs.DurationVar(&c.stormDuration, "storm-duration", time.Minute, "length of the sign-in storm")
 	fs.DurationVar(&c.fuzzTime, "fuzztime", 10*time.Minute, "fuzzing time per target")
+	fs.IntVar(&c.fuzzJobs, "fuzz-jobs", runtime.NumCPU(), "fuzz targets run at the same time, one worker each")
 	fs.StringVar(&c.pgwardenBin, "pgwarden", "", "pgwarden binary (default: go build ./cmd/pgwarden)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of pgwarden during the soak to this file")
 	if err := fs.Parse(args); err != nil {
@@ -92,8 +96,8 @@ func parseReliabilityFlags(args []string) (*reliabilityConfig, error) {
 			return nil, fmt.Errorf("-sections: unknown %q", s)
 		}
 	}
-	if c.soakClients < 1 || c.stormRate < 1 {
-		return nil, errors.New("-soak-clients and -storm-rate must be positive")
+	if c.soakClients < 1 || c.stormRate < 1 || c.fuzzJobs < 1 {
+		return nil, errors.New("-soak-clients, -storm-rate and -fuzz-jobs must be positive")
 	}
 	return c, nil
 }
@@ -151,7 +155,8 @@ func (h *harness) reliability(ctx context.Context, rc *reliabilityConfig) (*reli
 		res.Tests = h.runReliabilityTests(ctx, problem)
 	}
 	if has("fuzz") {
-		res.Fuzz = h.runFuzzers(ctx, rc.fuzzTime, problem)
+		res.Fuzz = h.runFuzzers(ctx, rc.fuzzTime, rc.fuzzJobs, problem)
+		res.FuzzJobs = rc.fuzzJobs
 	}
 	if has("soak") || has("signin") {
 		h.maxClientConn = rc.soakClients + 1100

@@ -177,7 +177,7 @@ type fuzzResult struct {
 // runFuzzers runs every fuzz target of the module for d, one after
 // another with one worker, through internal/fuzzrun (what make fuzz runs),
 // and reads its JSON report.
-func (h *harness) runFuzzers(ctx context.Context, d time.Duration, problem func(string, ...any)) []fuzzResult {
+func (h *harness) runFuzzers(ctx context.Context, d time.Duration, jobs int, problem func(string, ...any)) []fuzzResult {
 	out, err := os.CreateTemp("", "pgwarden-fuzz-*.json")
 	if err != nil {
 		problem("fuzz: %v", err)
@@ -185,7 +185,7 @@ func (h *harness) runFuzzers(ctx context.Context, d time.Duration, problem func(
 	}
 	out.Close()
 	defer os.Remove(out.Name())
-	args := []string{"run", "./internal/fuzzrun", "-fuzztime", d.String(), "-parallel", "1", "-json", out.Name()}
+	args := []string{"run", "./internal/fuzzrun", "-fuzztime", d.String(), "-parallel", "1", "-jobs", strconv.Itoa(jobs), "-json", out.Name()}
 	h.logf("fuzz: go %s", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, goTool(), args...)
 	cmd.Dir = h.root
@@ -287,7 +287,7 @@ func reliabilityMarkdown(res *reliabilityResults, jsonRel string) string {
 		w("\n")
 	}
 	if len(res.Fuzz) > 0 {
-		w("## Fuzzing\n\nGo native fuzzing, one worker (`-parallel 1`), each target for the time shown; corpora are committed under each package's `testdata/fuzz`.\n\n")
+		w("## Fuzzing\n\nGo native fuzzing, one worker per target (`-parallel 1`), %d target(s) at a time on %d cores, each target for the time shown; corpora are committed under each package's `testdata/fuzz`.\n\n", max(1, res.FuzzJobs), res.Machine.Cores)
 		w("| package | target | fuzzing time | execs (per s) | new interesting / corpus (seeds) | result |\n|---|---|---:|---:|---:|---|\n")
 		for _, f := range res.Fuzz {
 			verdict := f.Status

@@ -162,18 +162,11 @@ func (c *clientConn) serve() {
 		c.finish()
 		return
 	}
+	// The session runs on a fresh goroutine, not on this worker: sign-in
+	// (TLS handshake, SCRAM, token checks, log lines) grows a stack that
+	// an idle client would otherwise keep until it is parked (or for
+	// good, with TLS).
 	s.wg.Add(1)
-	if !c.tls {
-		// On this worker: a client idle for a second is parked, which
-		// gives the goroutine back.
-		if !c.session() {
-			s.wg.Done()
-		}
-		return
-	}
-	// A TLS client is never parked, so its session runs on a fresh
-	// goroutine: sign-in (TLS handshake, SCRAM, token checks) grows a
-	// stack that an idle client would otherwise keep.
 	go func() {
 		if !c.session() {
 			s.wg.Done()

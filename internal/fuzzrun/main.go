@@ -34,21 +34,24 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // Report is the JSON document fuzzrun writes.
 type Report struct {
-	Started   time.Time `json:"started"`
-	FuzzTime  string    `json:"fuzztime"`
-	Parallel  int       `json:"parallel"`
-	GoVersion string    `json:"go_version"`
-	OS        string    `json:"os"`
-	Arch      string    `json:"arch"`
-	CPUs      int       `json:"cpus"`
-	CPUModel  string    `json:"cpu_model,omitempty"`
-	Commit    string    `json:"commit,omitempty"`
-	Targets   []Result  `json:"targets"`
+	Started  time.Time `json:"started"`
+	FuzzTime string    `json:"fuzztime"`
+	Parallel int       `json:"parallel"`
+	// Jobs is how many targets were fuzzed at the same time.
+	Jobs      int      `json:"jobs"`
+	GoVersion string   `json:"go_version"`
+	OS        string   `json:"os"`
+	Arch      string   `json:"arch"`
+	CPUs      int      `json:"cpus"`
+	CPUModel  string   `json:"cpu_model,omitempty"`
+	Commit    string   `json:"commit,omitempty"`
+	Targets   []Result `json:"targets"`
 	// Passed is true when no target failed.
 	Passed bool `json:"passed"`
 }
@@ -89,6 +92,7 @@ func main() {
 	minimize := flag.String("fuzzminimizetime", "", "go test -fuzzminimizetime, when set")
 	jsonPath := flag.String("json", os.Getenv("FUZZ_JSON"), "write the report as JSON to this file (default $FUZZ_JSON)")
 	run := flag.String("run", "", "only the targets whose name or package/name match this regexp")
+	jobs := flag.Int("jobs", 1, "targets fuzzed at the same time (each for -fuzztime, with -parallel workers)")
 	dir := flag.String("C", ".", "the module's root")
 	flag.Parse()
 
@@ -108,18 +112,43 @@ func main() {
 		GoVersion: goVersion(*dir), OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(),
 		CPUModel: cpuModel(), Commit: gitCommit(*dir), Passed: true,
 	}
+	var chosen []Result
 	for _, t := range targets {
-		if filter != nil && !filter.MatchString(t.Target) && !filter.MatchString(t.Package+"/"+t.Target) {
-			continue
+		if filter == nil || filter.MatchString(t.Target) || filter.MatchString(t.Package+"/"+t.Target) {
+			chosen = append(chosen, t)
 		}
-		fmt.Printf("=== %s %s (%s, %d worker(s))\n", t.Package, t.Target, *fuzztime, *parallel)
-		res := runTarget(*dir, t, *fuzztime, *parallel, *minimize)
+	}
+	rep.Jobs = max(1, *jobs)
+	results := make([]Result, len(chosen))
+	var printMu sync.Mutex
+	sem := make(chan struct{}, rep.Jobs)
+	var wg sync.WaitGroup
+	for i, t := range chosen {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			print := func(format string, args ...any) {
+				printMu.Lock()
+				defer printMu.Unlock()
+				if rep.Jobs > 1 && strings.HasPrefix(format, "    ") {
+					format = "    [" + t.Target + "] " + format[4:]
+				}
+				fmt.Printf(format, args...)
+			}
+			print("=== %s %s (%s, %d worker(s))\n", t.Package, t.Target, *fuzztime, *parallel)
+			res := runTarget(*dir, t, *fuzztime, *parallel, *minimize, print)
+			results[i] = res
+			print("--- %s %s: %s, %d execs (%.0f/s), %d new interesting, corpus %d%s\n",
+				res.Package, res.Target, res.Status, res.Execs, res.ExecsPerSec, res.NewInteresting, res.Corpus, crashNote(res))
+		}()
+	}
+	wg.Wait()
+	for _, res := range results {
 		rep.Targets = append(rep.Targets, res)
 		if res.Status != "pass" {
 			rep.Passed = false
 		}
-		fmt.Printf("--- %s %s: %s, %d execs (%.0f/s), %d new interesting, corpus %d%s\n",
-			res.Package, res.Target, res.Status, res.Execs, res.ExecsPerSec, res.NewInteresting, res.Corpus, crashNote(res))
 	}
 	if len(rep.Targets) == 0 {
 		fatalf("no fuzz targets matched")
@@ -231,7 +260,7 @@ var (
 
 // runTarget runs one target with go test -fuzz and reads its progress
 // lines, passing the output through.
-func runTarget(root string, t Result, fuzztime string, parallel int, minimize string) Result {
+func runTarget(root string, t Result, fuzztime string, parallel int, minimize string, print func(string, ...any)) Result {
 	res := t
 	res.SeedFiles = countFiles(filepath.Join(root, t.Package, "testdata", "fuzz", t.Target))
 	args := []string{"test", "-run", "^$", "-fuzz", "^" + t.Target + "$", "-fuzztime", fuzztime, "-parallel", strconv.Itoa(parallel)}
@@ -258,7 +287,7 @@ func runTarget(root string, t Result, fuzztime string, parallel int, minimize st
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		fmt.Println("    " + line)
+		print("    %s\n", line)
 		p.line(&res, line)
 	}
 	err := <-done
@@ -346,7 +375,7 @@ func countFiles(dir string) int {
 }
 
 func printTable(w io.Writer, rep Report) {
-	fmt.Fprintf(w, "\nfuzzing, %s per target, %d worker(s), %s, %d CPUs\n", rep.FuzzTime, rep.Parallel, rep.GoVersion, rep.CPUs)
+	fmt.Fprintf(w, "\nfuzzing, %s per target, %d worker(s) each, %d target(s) at a time, %s, %d CPUs\n", rep.FuzzTime, rep.Parallel, rep.Jobs, rep.GoVersion, rep.CPUs)
 	fmt.Fprintf(w, "%-18s %-20s %-6s %10s %9s %7s %7s %s\n", "package", "target", "status", "execs", "execs/s", "new", "corpus", "failing input")
 	for _, r := range rep.Targets {
 		fmt.Fprintf(w, "%-18s %-20s %-6s %10d %9.0f %7d %7d %s\n", r.Package, r.Target, r.Status, r.Execs, r.ExecsPerSec, r.NewInteresting, r.Corpus, r.FailingInput)
