@@ -9,7 +9,8 @@
 #   make bench         quick benchmark (about 2 minutes): pgwarden beside PgBouncer
 #                      and direct PostgreSQL, written to bench/RESULTS.md
 #   make bench-full    the full benchmark matrix (see bench/README.md)
-#   make reliability   the reliability scorecard, RELIABILITY.md (hours; reliability-quick: minutes)
+#   make reliability   the reliability scorecard, RELIABILITY.md (hours; reliability-quick: minutes;
+#                      soak-short: the soak for 30 s, as CI runs it)
 #   make image         the container image (deploy/container; podman, buildah or docker)
 #   make check-deploy  the Helm chart's checks (deploy/check, a Go module of its own:
 #                      helm lint and template, strict decoding, config validation)
@@ -28,7 +29,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := build
-.PHONY: test build demo deps lint staticcheck bench bench-full reliability reliability-quick image check-deploy fuzz fuzz-short
+.PHONY: test build demo deps lint staticcheck bench bench-full reliability reliability-quick soak-short image check-deploy fuzz fuzz-short
 
 # deps installs what a fresh Debian machine lacks (PostgreSQL server and
 # client, pgbench, make/gcc) with apt, as .ci/run does; it does nothing when
@@ -76,6 +77,12 @@ reliability:
 
 reliability-quick:
 	$(GO) run ./bench reliability -quick $(RELFLAGS)
+
+# The soak's short variant, run by CI: 1,000 transaction-mode clients for
+# 30 s against pool size 20; fails on any error or failed sign-in. Its
+# report goes to bin/, not RELIABILITY.md.
+soak-short: deps
+	$(GO) run ./bench reliability -quick -sections soak -soak-clients 1000 -soak-duration 30s -check -out bin/RELIABILITY-soak-short.md
 
 # IMAGE names the image (default pgwarden:<version> and pgwarden:latest).
 image:

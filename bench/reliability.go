@@ -34,6 +34,7 @@ type reliabilityConfig struct {
 	stormDuration time.Duration
 	fuzzTime      time.Duration
 	fuzzJobs      int
+	check         bool
 	pgwardenBin   string
 	cpuProfile    string
 }
@@ -69,6 +70,7 @@ func parseReliabilityFlags(args []string) (*reliabilityConfig, error) {
 	fs.IntVar(&c.stormRate, "storm-rate", 1000, "new TLS connections per second signing in with an Entra token")
 	fs.DurationVar(&c.stormDuration, "storm-duration", time.Minute, "length of the sign-in storm")
 	fs.DurationVar(&c.fuzzTime, "fuzztime", 10*time.Minute, "fuzzing time per target")
+	fs.BoolVar(&c.check, "check", false, "exit 1 unless every part that ran passed: no problem, no failed test or fuzz target, no error or failed sign-in in the soak and the storm (for CI)")
 	fs.IntVar(&c.fuzzJobs, "fuzz-jobs", runtime.NumCPU(), "fuzz targets run at the same time, one worker each")
 	fs.StringVar(&c.pgwardenBin, "pgwarden", "", "pgwarden binary (default: go build ./cmd/pgwarden)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of pgwarden during the soak to this file")
@@ -127,7 +129,46 @@ func runReliability(args []string) int {
 	for _, p := range res.Problems {
 		fmt.Fprintln(os.Stderr, "problem:", p)
 	}
+	if rc.check {
+		if fails := res.failures(); len(fails) > 0 {
+			for _, f := range fails {
+				fmt.Fprintln(os.Stderr, "FAILED:", f)
+			}
+			return 1
+		}
+		fmt.Fprintln(os.Stderr, "bench reliability: every part that ran passed")
+	}
 	return 0
+}
+
+// failures lists what makes the run fail a -check: its problems, failed
+// tests and fuzz targets, errors and failed sign-ins.
+func (res *reliabilityResults) failures() []string {
+	out := append([]string(nil), res.Problems...)
+	for _, g := range res.Tests {
+		for _, t := range g.Tests {
+			if !t.Passed && !t.Skipped {
+				out = append(out, fmt.Sprintf("test %s (%s) failed", t.Name, g.Name))
+			}
+		}
+	}
+	for _, f := range res.Fuzz {
+		if f.Status != "pass" {
+			out = append(out, fmt.Sprintf("fuzz target %s %s: %s %s", f.Package, f.Target, f.Status, f.Failure))
+		}
+	}
+	if s := res.Soak; s != nil {
+		if s.SignInFailed > 0 || s.Opened < s.Clients {
+			out = append(out, fmt.Sprintf("soak: %d of %d clients signed in (%d failed)", s.Opened, s.Clients, s.SignInFailed))
+		}
+		if s.Errors > 0 {
+			out = append(out, fmt.Sprintf("soak: %d errors (%s)", s.Errors, strings.Join(s.ErrorSamples, "; ")))
+		}
+	}
+	if s := res.SignIn; s != nil && s.Errors > 0 {
+		out = append(out, fmt.Sprintf("sign-in storm: %d errors (%s)", s.Errors, strings.Join(s.ErrorSamples, "; ")))
+	}
+	return out
 }
 
 func (h *harness) reliability(ctx context.Context, rc *reliabilityConfig) (*reliabilityResults, error) {
