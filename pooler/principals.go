@@ -155,9 +155,19 @@ func (es *entraSignIn) mergePrincipals(s *Server, cfg *config.Config, queried []
 	return nil
 }
 
+// maxQueryRowsBytes bounds what queryRows keeps: the values of every row,
+// as the server sent them. A principal_query that returns more (millions of
+// principals, or a mistaken query) is refused rather than held in memory.
+const maxQueryRowsBytes = 16 << 20
+
+// errQueryTooLarge says a result was larger than maxQueryRowsBytes.
+var errQueryTooLarge = fmt.Errorf("the query returned more than %d MiB of rows; nothing was used", maxQueryRowsBytes>>20)
+
 // queryRows runs sql with the simple protocol and returns the text values
-// of every row (nil for NULL). A server error is returned as *serverError
-// (the connection stays usable).
+// of every row (nil for NULL). A server error is returned as *serverError,
+// a result larger than maxQueryRowsBytes as errQueryTooLarge; the
+// connection stays usable after either (the rest of the result is read and
+// dropped).
 func (sc *serverConn) queryRows(sql string) ([][]*string, error) {
 	sc.paramsFP = ""
 	if _, err := sc.conn.Write(appendQuery(nil, sql)); err != nil {
@@ -166,6 +176,7 @@ func (sc *serverConn) queryRows(sql string) ([][]*string, error) {
 	rd := msgReader{r: sc.conn, max: maxDecodedMessage}
 	var rows [][]*string
 	var qerr error
+	kept := 0
 	for {
 		t, body, err := rd.readMessage()
 		if err != nil {
@@ -173,6 +184,13 @@ func (sc *serverConn) queryRows(sql string) ([][]*string, error) {
 		}
 		switch t {
 		case 'D':
+			if qerr != nil {
+				continue // dropping the rest
+			}
+			if kept += len(body); kept > maxQueryRowsBytes {
+				rows, qerr = nil, errQueryTooLarge
+				continue
+			}
 			row, err := parseDataRow(body)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %v", errServerBroken, err)
