@@ -80,17 +80,11 @@ func (t *paramSets) size() int {
 	return len(t.m)
 }
 
-// with returns the set that has p's values changed by set (name → value)
-// and without the names in unset.
-func (t *paramSets) with(p *paramSet, set map[string]string, unset ...string) *paramSet {
-	m := maps.Clone(p.m)
-	if m == nil {
-		m = make(map[string]string, len(set))
-	}
+// with returns the set that has p's values changed by set (name → value).
+func (t *paramSets) with(p *paramSet, set map[string]string) *paramSet {
+	m := make(map[string]string, len(p.m)+len(set))
+	maps.Copy(m, p.m)
 	maps.Copy(m, set)
-	for _, k := range unset {
-		delete(m, k)
-	}
 	return t.intern(m)
 }
 
