@@ -407,3 +407,22 @@ FAIL	github.com/pgwarden/pgwarden/authn	3.1s
 		t.Errorf("idp cell %q", g)
 	}
 }
+
+func TestTargetBounds(t *testing.T) {
+	pb := &cell{runs: []*runResult{{TPS: 16763, CPUPerTxUs: 27.8, MachineCPUPerTxUs: 119, Jobs: 2}}}
+	b, ok := throughputBudget(pb, 1.1)
+	if !ok || b < 16.9 || b > 17.1 {
+		t.Errorf("throughputBudget = %.2f, %v; want 17.0", b, ok)
+	}
+	if b, _ := throughputBudget(pb, 1.5); b >= 0 {
+		t.Errorf("throughputBudget at 1.5× = %.2f; want below zero", b)
+	}
+	if _, ok := throughputBudget(&cell{runs: []*runResult{{TPS: 1, CPUPerTxUs: 1}}}, 1.1); ok {
+		t.Error("throughputBudget without the machine's CPU: want not known")
+	}
+	storm := &cell{runs: []*runResult{{TPS: 3604, CPUPerTxUs: 107.9, Jobs: 2}}}
+	r, ok := stormBound(storm, storm.jobs())
+	if !ok || r < 4470 || r > 4480 {
+		t.Errorf("stormBound = %.0f, %v; want about 4474", r, ok)
+	}
+}

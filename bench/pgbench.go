@@ -79,6 +79,11 @@ type runResult struct {
 
 	PgbenchCPUPerTxUs float64 `json:"pgbench_cpu_per_tx_us,omitempty"`
 
+	// The whole machine's busy CPU (/proc/stat: every process and the
+	// kernel) over the pgbench run: per transaction, and in cores.
+	MachineCPUPerTxUs float64 `json:"machine_cpu_per_tx_us,omitempty"`
+	MachineBusyCores  float64 `json:"machine_busy_cores,omitempty"`
+
 	// Output is the end of pgbench's output when the run was not clean.
 	Output string `json:"output,omitempty"`
 }
@@ -168,7 +173,9 @@ func (h *harness) runPgbench(ctx context.Context, spec pgbenchSpec, t *target, r
 		sampler = startCPUSampler(t.pooler.proc.pid(), 100*time.Millisecond)
 	}
 	start := time.Now()
+	m0, mErr0 := machineCPU()
 	runErr := cmd.Run()
+	m1, mErr1 := machineCPU()
 	r.WallS = time.Since(start).Seconds()
 	var samples []cpuSample
 	if sampler != nil {
@@ -196,6 +203,11 @@ func (h *harness) runPgbench(ctx context.Context, spec pgbenchSpec, t *target, r
 	if cmd.ProcessState != nil && r.Transactions > 0 {
 		cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		r.PgbenchCPUPerTxUs = float64(cpu.Microseconds()) / float64(r.Transactions)
+	}
+	if mErr0 == nil && mErr1 == nil && m1 > m0 && r.Transactions > 0 && r.WallS > 0 {
+		busy := float64(m1-m0) / clockTicks
+		r.MachineCPUPerTxUs = busy * 1e6 / float64(r.Transactions)
+		r.MachineBusyCores = busy / r.WallS
 	}
 
 	var ends []txEnd

@@ -282,3 +282,33 @@ func raiseNoFile(want uint64) (uint64, error) {
 	}
 	return lim.Cur, nil
 }
+
+// machineCPU reads the machine's busy CPU time from /proc/stat, in clock
+// ticks over every core: everything but idle and iowait. It is what the
+// pooler, PostgreSQL, pgbench and the kernel spent together.
+func machineCPU() (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, errors.New("no cpu line in /proc/stat")
+	}
+	var busy uint64
+	for i, s := range f[1:] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		// user nice system idle iowait irq softirq steal guest guest_nice;
+		// guest time is already counted in user.
+		switch i {
+		case 3, 4, 8, 9:
+		default:
+			busy += v
+		}
+	}
+	return busy, nil
+}

@@ -71,6 +71,14 @@ type cell struct {
 	runs []*runResult
 }
 
+// jobs is pgbench's -j in the cell's runs.
+func (c *cell) jobs() int {
+	if len(c.runs) == 0 {
+		return 0
+	}
+	return c.runs[0].Jobs
+}
+
 func (c *cell) ok() bool {
 	for _, r := range c.runs {
 		if !r.ok() {
@@ -97,27 +105,63 @@ func (c *cell) sum(f func(*runResult) float64) float64 {
 }
 
 // Per-run figures, combined over a cell's rounds by median or sum.
-func runTPS(r *runResult) float64     { return r.TPS }
-func runLatAvg(r *runResult) float64  { return r.LatencyAvgMs * 1000 }
-func runP50(r *runResult) float64     { return r.P50us }
-func runP99(r *runResult) float64     { return r.P99us }
-func runCPU(r *runResult) float64     { return r.CPUPerTxUs }
-func runSteady(r *runResult) float64  { return r.SteadyCPUPerTxUs }
-func runCores(r *runResult) float64   { return r.SteadyCoresUsed }
-func runConnMs(r *runResult) float64  { return r.ConnTimeMs }
-func runFailed(r *runResult) float64  { return float64(r.FailedTx + r.LogFailed) }
-func runAborted(r *runResult) float64 { return float64(r.AbortedClients) }
+func runTPS(r *runResult) float64         { return r.TPS }
+func runLatAvg(r *runResult) float64      { return r.LatencyAvgMs * 1000 }
+func runP50(r *runResult) float64         { return r.P50us }
+func runP99(r *runResult) float64         { return r.P99us }
+func runCPU(r *runResult) float64         { return r.CPUPerTxUs }
+func runSteady(r *runResult) float64      { return r.SteadyCPUPerTxUs }
+func runCores(r *runResult) float64       { return r.SteadyCoresUsed }
+func runConnMs(r *runResult) float64      { return r.ConnTimeMs }
+func runFailed(r *runResult) float64      { return float64(r.FailedTx + r.LogFailed) }
+func runAborted(r *runResult) float64     { return float64(r.AbortedClients) }
+func runPgbenchCPU(r *runResult) float64  { return r.PgbenchCPUPerTxUs }
+func runMachineCPU(r *runResult) float64  { return r.MachineCPUPerTxUs }
+func runMachineBusy(r *runResult) float64 { return r.MachineBusyCores }
 
-func (c *cell) tps() float64     { return c.median(runTPS) }
-func (c *cell) latAvg() float64  { return c.median(runLatAvg) }
-func (c *cell) p50() float64     { return c.median(runP50) }
-func (c *cell) p99() float64     { return c.median(runP99) }
-func (c *cell) cpu() float64     { return c.median(runCPU) }
-func (c *cell) steady() float64  { return c.median(runSteady) }
-func (c *cell) cores() float64   { return c.median(runCores) }
-func (c *cell) connMs() float64  { return c.median(runConnMs) }
-func (c *cell) failed() float64  { return c.sum(runFailed) }
-func (c *cell) aborted() float64 { return c.sum(runAborted) }
+func (c *cell) tps() float64         { return c.median(runTPS) }
+func (c *cell) latAvg() float64      { return c.median(runLatAvg) }
+func (c *cell) p50() float64         { return c.median(runP50) }
+func (c *cell) p99() float64         { return c.median(runP99) }
+func (c *cell) cpu() float64         { return c.median(runCPU) }
+func (c *cell) steady() float64      { return c.median(runSteady) }
+func (c *cell) cores() float64       { return c.median(runCores) }
+func (c *cell) connMs() float64      { return c.median(runConnMs) }
+func (c *cell) failed() float64      { return c.sum(runFailed) }
+func (c *cell) aborted() float64     { return c.sum(runAborted) }
+func (c *cell) pgbenchCPU() float64  { return c.median(runPgbenchCPU) }
+func (c *cell) machineCPU() float64  { return c.median(runMachineCPU) }
+func (c *cell) machineBusy() float64 { return c.median(runMachineBusy) }
+
+// throughputBudget is the CPU per transaction a pooler could spend and still
+// reach need × PgBouncer's tps on this machine, if PostgreSQL, pgbench and
+// the kernel cost per transaction what they did beside PgBouncer and the
+// machine stayed as busy as it was then. A negative budget means no pooler
+// could. ok is false when the run did not record the machine's CPU.
+func throughputBudget(pb *cell, need float64) (budget float64, ok bool) {
+	m, own := pb.machineCPU(), pb.cpu()
+	if m <= 0 || own <= 0 {
+		return 0, false
+	}
+	return m/need - (m - own), true
+}
+
+// stormBound is the connection rate a pooler that used no CPU at all could
+// reach in pb's storm: pgbench -C signs in one connection at a time per
+// thread, so each thread's time per connection is at least what it was
+// beside PgBouncer minus PgBouncer's CPU per connection (a bound that
+// assumes all of PgBouncer's work lay on that path; whatever did not
+// only raises the floor).
+func stormBound(pb *cell, jobs int) (float64, bool) {
+	if pb.tps() <= 0 || pb.cpu() <= 0 || jobs <= 0 {
+		return 0, false
+	}
+	per := float64(jobs)/pb.tps() - pb.cpu()/1e6
+	if per <= 0 {
+		return 0, false
+	}
+	return float64(jobs) / per, true
+}
 
 // failure describes why a cell failed, with pgbench's error text.
 func (c *cell) failure() string {
@@ -437,7 +481,7 @@ func (h *harness) writeStorms(w func(string, ...any)) {
 	w("## Connection storms: `pgbench -S -C -c %d`, %s per run, %d round(s)\n\n", h.cfg.stormClients, h.cfg.stormDuration, h.cfg.rounds)
 	w("Every transaction opens a new connection and signs in. connections/s = pgbench's tps (\"including reconnection times\"). PostgreSQL itself always signs in with SCRAM, so its row is shown with the SCRAM sections only. ")
 	w("The Entra-token rows are pgwarden's alone (PgBouncer cannot sign clients in with Entra tokens): every connection sends the same access token as its password, which pgwarden validated in full once, at the readiness check before the run, and then finds in its validated-token cache.\n\n")
-	w("| sign-in | client TLS | target | connections/s | failed | avg connect (ms) | pooler CPU µs/connection | pgwarden ÷ this |\n|---|---|---|---:|---:|---:|---:|---:|\n")
+	w("| sign-in | client TLS | target | connections/s | failed | avg connect (ms) | pooler CPU µs/connection | pgbench CPU µs/connection | pgwarden ÷ this |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n")
 	var notes []string
 	for _, auth := range h.cfg.stormAuths {
 		for _, tls := range h.cfg.stormTLS {
@@ -456,7 +500,7 @@ func (h *harness) writeStorms(w func(string, ...any)) {
 				if name != "pgwarden" && pw != nil {
 					rel = f2(ratio(pw.tps(), c.tps()))
 				}
-				w("| %s | %s | %s | %s | %.0f | %s | %s | %s |\n", stormAuthLabel(auth), onOff(tls), h.labelOf(name), rate, c.failed()+c.aborted(), f2(c.connMs()), f1(c.cpu()), rel)
+				w("| %s | %s | %s | %s | %.0f | %s | %s | %s | %s |\n", stormAuthLabel(auth), onOff(tls), h.labelOf(name), rate, c.failed()+c.aborted(), f2(c.connMs()), f1(c.cpu()), f1(c.pgbenchCPU()), rel)
 			}
 		}
 	}
@@ -486,6 +530,14 @@ func (h *harness) writeStorms(w func(string, ...any)) {
 	if len(notes) > 0 {
 		w("\n")
 	}
+}
+
+// budgetText says what a throughput budget leaves a pooler.
+func budgetText(b, pgbouncer float64) string {
+	if b <= 0 {
+		return "nothing: no pooler could reach it here"
+	}
+	return fmt.Sprintf("at most %.1f µs per transaction (%.2f× PgBouncer's)", b, b/pgbouncer)
 }
 
 // entraTargetRatio is issue 6's bar: pgwarden's Entra-token sign-ins (-C,
@@ -716,6 +768,10 @@ func (h *harness) verdicts() []verdict {
 				if !pw.ok() {
 					d += ", pgwarden had failures"
 				}
+				if b, known := throughputBudget(pb, need); known && r < need {
+					d += fmt.Sprintf("; the machine was %.2f cores busy beside PgBouncer, %.0f µs of CPU per transaction in all, %.1f µs of it PgBouncer's: at %.1f× its tps, with PostgreSQL, pgbench and the kernel costing what they did, a pooler could spend %s",
+						pb.machineBusy(), pb.machineCPU(), pb.cpu(), need, budgetText(b, pb.cpu()))
+				}
 				if ok {
 					met++
 				} else {
@@ -810,6 +866,10 @@ func (h *harness) verdicts() []verdict {
 			}
 			if !pb.ok() {
 				d += "; PgBouncer had failures, so its rate is no fair bar: " + oneLine(pb.failure(), 200)
+			}
+			if bound, known := stormBound(pb, pb.jobs()); known && r < entraTargetRatio {
+				d += fmt.Sprintf("; pgbench's own CPU per connection was %.0f µs beside PgBouncer (PgBouncer %.0f µs). pgbench -C opens one connection at a time per thread (-j %d), so a pooler that used no CPU at all would reach at most about %.0f connections/s here, %.2f× PgBouncer",
+					pb.pgbenchCPU(), pb.cpu(), pb.jobs(), bound, bound/pb.tps())
 			}
 			if ok {
 				met++
