@@ -59,7 +59,7 @@ func (ps *poolSet) authQuery(ctx context.Context, cfg *config.Config, database, 
 	secret, found, err := sc.runAuthQuery(query, user)
 	_ = sc.conn.SetDeadline(time.Time{})
 	if err != nil {
-		res.Destroy()
+		p.discard(res)
 		return "", false, err
 	}
 	p.release(res)

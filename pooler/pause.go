@@ -178,6 +178,7 @@ func (ps *poolSet) resume(db string) string {
 		ps.pause.mu.suspender = nil
 		ps.pause.suspended.Store(false)
 		ps.pause.wakeLocked()
+		ps.kickQueues()
 		return ""
 	}
 	if !ps.pause.mu.dbs[db] {
@@ -185,6 +186,7 @@ func (ps *poolSet) resume(db string) string {
 	}
 	delete(ps.pause.mu.dbs, db)
 	ps.pause.wakeLocked()
+	ps.kickQueues()
 	return ""
 }
 

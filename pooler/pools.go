@@ -41,6 +41,9 @@ type poolSet struct {
 	pause       pauseState
 	janitorOnce sync.Once
 	stop        chan struct{}
+	// discarding counts the server connections pool.discard is closing;
+	// closeAll waits for them.
+	discarding sync.WaitGroup
 }
 
 func newPoolSet(s *Server) *poolSet {
@@ -92,6 +95,12 @@ type pool struct {
 	// connections (replication.go): not pool members, but counted in
 	// SHOW POOLS sv_active and the database's and role's connections.
 	replServers atomic.Int32
+
+	// queue holds the clients waiting for a server while the pool is
+	// full (waiters.go); inPuddle counts those waiting in puddle instead,
+	// who are served first.
+	queue    serverQueue
+	inPuddle atomic.Int32
 
 	// statistics
 	waiting      atomic.Int32
@@ -226,6 +235,8 @@ func (p *pool) configure(cfg *config.Config, db *config.Database) {
 	if oldRes != nil {
 		go oldRes.Close()
 	}
+	// Queued clients look at the new puddle.
+	p.queue.kickAll()
 }
 
 func (p *pool) newPuddle(size int) *puddle.Pool[*serverConn] {
@@ -467,13 +478,7 @@ func (p *pool) acquire() (*puddle.Resource[*serverConn], error) {
 	res := p.tryIdle()
 	var err error
 	if res == nil {
-		ctx := context.Background()
-		if cfg := p.srv.cfg.Load(); cfg.QueryWaitTimeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, cfg.QueryWaitTimeout)
-			defer cancel()
-		}
-		res, err = p.acquireRaw(ctx)
+		res, err = p.acquireQueued(p.srv.cfg.Load().QueryWaitTimeout)
 	}
 	p.stats.waitTime.Add(time.Since(start).Microseconds())
 	if err != nil {
@@ -512,6 +517,10 @@ func (p *pool) tryIdle() *puddle.Resource[*serverConn] {
 }
 
 func (p *pool) acquireRaw(ctx context.Context) (*puddle.Resource[*serverConn], error) {
+	// Servers released meanwhile go to puddle, not to the queue
+	// (waiters.go), while anyone waits here.
+	p.inPuddle.Add(1)
+	defer p.inPuddle.Add(-1)
 	for {
 		if err := p.waitResumed(ctx); err != nil {
 			return nil, err
@@ -598,16 +607,16 @@ const idleProbeAfter = time.Millisecond
 func (p *pool) usable(res *puddle.Resource[*serverConn]) bool {
 	sc := res.Value()
 	if p.stale(sc) || sc.expired() {
-		res.Destroy()
+		p.discard(res)
 		return false
 	}
 	if res.IdleDuration() >= idleProbeAfter && sc.closedWhileIdle() {
 		p.srv.log.Info("closing because: server connection closed by the server while idle", "db", p.key.db, "user", p.key.user, "pid", sc.pid)
-		res.Destroy()
+		p.discard(res)
 		return false
 	}
 	if err := p.check(res); err != nil {
-		res.Destroy()
+		p.discard(res)
 		return false
 	}
 	return true
@@ -661,18 +670,39 @@ func (sc *serverConn) expired() bool {
 func (p *pool) release(res *puddle.Resource[*serverConn]) {
 	sc := res.Value()
 	if sc.broken || p.stale(sc) || sc.expired() {
-		res.Destroy()
+		p.discard(res)
 		return
 	}
 	sc.cancelling.Wait()
 	if p.dbLimit.contended() || p.userLimit.contended() {
 		// Another pool of this database or role waits for a connection
 		// slot (max_db_connections, max_user_connections): give ours up.
-		res.Destroy()
+		p.discard(res)
 		return
 	}
 	sc.lastUsed = time.Now()
+	if p.inPuddle.Load() == 0 && p.srv.pools.pause.blockedFor(p.key.db) == nil && p.queue.handOff(res) {
+		return
+	}
 	res.Release()
+	// A client that queued just now, having seen no idle server, looks
+	// again (waiters.go).
+	p.queue.kick()
+}
+
+// discard closes a server taken from the pool instead of returning it.
+// Unlike puddle's Destroy, which frees the pool's slot only once the
+// connection is closed, in another goroutine, discard frees it at once, so
+// that the oldest queued client can open a new server right away.
+func (p *pool) discard(res *puddle.Resource[*serverConn]) {
+	sc := res.Value()
+	res.Hijack()
+	p.srv.pools.discarding.Add(1)
+	go func() {
+		defer p.srv.pools.discarding.Done()
+		p.destroy(sc)
+	}()
+	p.queue.kick()
 }
 
 // waitResumed blocks while the pool's database (or every database) is
@@ -825,17 +855,24 @@ func (ps *poolSet) janitor() {
 			sc := res.Value()
 			switch {
 			case p.stale(sc) || sc.expired():
-				res.Destroy()
+				p.discard(res)
 				total--
 			case sc.closedWhileIdle():
 				p.srv.log.Info("closing because: server connection closed by the server while idle", "db", p.key.db, "user", p.key.user, "pid", sc.pid)
-				res.Destroy()
+				p.discard(res)
 				total--
 			case cfg.ServerIdleTimeout > 0 && res.IdleDuration() > cfg.ServerIdleTimeout && total > minSize:
-				res.Destroy()
+				p.discard(res)
 				total--
 			default:
 				res.ReleaseUnused()
+			}
+		}
+		if p.queue.n.Load() > 0 {
+			// Belt and braces: queued clients look again if the pool has
+			// an idle server or room for one (waiters.go).
+			if st := main.Stat(); st.IdleResources() > 0 || st.TotalResources() < st.MaxResources() {
+				p.queue.kickAll()
 			}
 		}
 		if minSize > 0 && (p.active.Load() > 0 || db.User != "") {
@@ -857,9 +894,18 @@ func (ps *poolSet) closeAll() {
 		close(ps.stop)
 	}
 	for _, p := range ps.list() {
+		p.queue.kickAll()
 		for _, pp := range p.puddles() {
 			pp.Close()
 		}
+	}
+	ps.discarding.Wait()
+}
+
+// kickQueues tells every queued client to look at its pool again (RESUME).
+func (ps *poolSet) kickQueues() {
+	for _, p := range ps.list() {
+		p.queue.kickAll()
 	}
 }
 
@@ -956,7 +1002,7 @@ func (ps *poolSet) evictIdle(p *pool, byDB, self bool) {
 		}
 		for _, pp := range o.puddles() {
 			for _, res := range pp.AcquireAllIdle() {
-				res.Destroy()
+				o.discard(res)
 			}
 		}
 	}

@@ -89,7 +89,7 @@ func (s *Server) refreshPrincipals(ctx context.Context, cfg *config.Config, es *
 	_ = sc.conn.SetDeadline(time.Time{})
 	if err != nil {
 		if errors.Is(err, errServerBroken) {
-			res.Destroy()
+			p.discard(res)
 		} else {
 			p.release(res)
 		}

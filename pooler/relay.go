@@ -459,7 +459,7 @@ func (c *clientConn) attach() (*attachment, error) {
 	sc := res.Value()
 	if err := c.syncParams(sc); err != nil {
 		if errors.Is(err, errServerBroken) {
-			res.Destroy()
+			p.discard(res)
 		} else {
 			p.release(res)
 		}
@@ -604,7 +604,7 @@ func (c *clientConn) detachOnExit() {
 		if clean {
 			c.releaseAfterSession(att)
 		} else {
-			att.res.Destroy()
+			att.pool.discard(att.res)
 		}
 		att.ss.r, att.ss.w = 0, 0
 		att.ss.free()
@@ -837,7 +837,7 @@ func (c *clientConn) driveInline(att *attachment) error {
 	needRead := ss.r == ss.w
 	fail := func(err error) error {
 		c.clearAttachment(att)
-		att.res.Destroy()
+		att.pool.discard(att.res)
 		ss.r, ss.w = 0, 0
 		ss.free()
 		return err
@@ -1124,7 +1124,7 @@ func (c *clientConn) pumpEnded(att *attachment, err error, qt time.Duration) {
 		if clean && errors.As(err, &ne) && ne.Timeout() {
 			c.releaseAfterSession(att)
 		} else {
-			att.res.Destroy()
+			att.pool.discard(att.res)
 		}
 		c.clearAttachment(att)
 		return
@@ -1136,7 +1136,7 @@ func (c *clientConn) pumpEnded(att *attachment, err error, qt time.Duration) {
 	}
 	if isClientWriteError(err) {
 		// The client went away while results were streaming.
-		att.res.Destroy()
+		att.pool.discard(att.res)
 		c.clearAttachment(att)
 		c.raw.Close()
 		return
@@ -1156,7 +1156,7 @@ func (e *clientWriteError) Unwrap() error { return e.err }
 
 // pumpFatal destroys the server and ends the client with pe.
 func (c *clientConn) pumpFatal(att *attachment, pe *pgError) {
-	att.res.Destroy()
+	att.pool.discard(att.res)
 	c.clearAttachment(att)
 	c.kill(pe)
 }
@@ -1182,7 +1182,7 @@ func (c *clientConn) releaseAfterSession(att *attachment) {
 		err := sc.simpleExec(cfg.ServerResetQuery)
 		_ = sc.conn.SetDeadline(time.Time{})
 		if err != nil {
-			att.res.Destroy()
+			att.pool.discard(att.res)
 			return
 		}
 		// DISCARD ALL resets every parameter to the server default.
