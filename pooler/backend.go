@@ -51,9 +51,6 @@ type serverConn struct {
 
 	created  time.Time
 	lifetime time.Duration // 0 = unlimited; includes jitter
-	// checked is when the server last proved healthy (login, a
-	// completed transaction, or the check query).
-	lastUsed time.Time
 	// gen is the pool's generation when the connection was made; an older
 	// one than the pool's is closed at release (RECONNECT, KILL, resize).
 	gen uint64
@@ -132,7 +129,6 @@ func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) 
 		// expire together.
 		sc.lifetime = lt - time.Duration(rand.Int64N(int64(lt)/10+1))
 	}
-	sc.lastUsed = time.Now()
 	if db.ConnectQuery != "" && repl == nil {
 		if err := sc.simpleExec(db.ConnectQuery); err != nil {
 			p.srv.log.Warn("connect_query failed", "db", db.Name, "err", err)

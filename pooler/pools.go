@@ -465,9 +465,10 @@ func (p *pool) welcome(ctx context.Context) ([]param, error) {
 
 // acquire waits for a server connection, first come first served, up to
 // query_wait_timeout; after reserve_pool_timeout of waiting it may also take
-// one from the reserve pool. The caller owns the returned resource.
-func (p *pool) acquire() (*puddle.Resource[*serverConn], error) {
-	start := time.Now()
+// one from the reserve pool. start is when the client began to wait; the
+// time it got the server is returned with it. The caller owns the returned
+// resource.
+func (p *pool) acquire(start time.Time) (*puddle.Resource[*serverConn], time.Time, error) {
 	p.waiting.Add(1)
 	p.waitStartMin.CompareAndSwap(0, start.UnixNano())
 	defer func() {
@@ -480,15 +481,17 @@ func (p *pool) acquire() (*puddle.Resource[*serverConn], error) {
 	if res == nil {
 		res, err = p.acquireQueued(p.srv.cfg.Load().QueryWaitTimeout)
 	}
-	p.stats.waitTime.Add(time.Since(start).Microseconds())
+	now := time.Now()
+	wait := now.Sub(start)
+	p.stats.waitTime.Add(wait.Microseconds())
 	if err != nil {
-		return nil, err
+		return nil, now, err
 	}
 	p.stats.assignCnt.Add(1)
 	if p.obs != nil {
-		p.obs.ClientWait(time.Since(start))
+		p.obs.ClientWait(wait)
 	}
-	return res, nil
+	return res, now, nil
 }
 
 // tryIdle takes an idle, usable server when the pool is not paused, without
@@ -680,7 +683,6 @@ func (p *pool) release(res *puddle.Resource[*serverConn]) {
 		p.discard(res)
 		return
 	}
-	sc.lastUsed = time.Now()
 	if p.inPuddle.Load() == 0 && p.srv.pools.pause.blockedFor(p.key.db) == nil && p.queue.handOff(res) {
 		return
 	}

@@ -350,12 +350,22 @@ func (c *clientConn) armIdleDeadlineLocked() {
 	}
 }
 
+// requestStart is when a request starts (UnixNano): now, or, for one that
+// just got its server, when it got it.
+func requestStart(att *attachment, attached bool) int64 {
+	if attached {
+		return att.xactStart.UnixNano()
+	}
+	return time.Now().UnixNano()
+}
+
 // noteRequest accounts for one client message about to be forwarded,
 // attaching a server first when none is attached.
 func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 	c.mu.Lock()
 	att := c.mu.att
-	if att == nil {
+	attached := att == nil
+	if attached {
 		c.mu.Unlock()
 		var err error
 		att, err = c.attach()
@@ -367,11 +377,11 @@ func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 	switch typ {
 	case 'Q', 'F':
 		att.inFlight++
-		c.requestTime.Store(time.Now().UnixNano())
+		c.requestTime.Store(requestStart(att, attached))
 	case 'S':
 		att.inFlight++
 		att.partial = false
-		c.requestTime.Store(time.Now().UnixNano())
+		c.requestTime.Store(requestStart(att, attached))
 	case 'P', 'B', 'D', 'E', 'C', 'H':
 		att.partial = true
 	case 'c', 'f':
@@ -450,9 +460,10 @@ func (c *clientConn) attach() (*attachment, error) {
 	p := c.pool
 	c.mu.Lock()
 	c.mu.state = stateWaiting
-	c.mu.waitFrom = time.Now()
+	start := time.Now()
+	c.mu.waitFrom = start
 	c.mu.Unlock()
-	res, err := p.acquire()
+	res, ready, err := p.acquire(start)
 	if err != nil {
 		return nil, err
 	}
@@ -465,7 +476,7 @@ func (c *clientConn) attach() (*attachment, error) {
 		}
 		return nil, err
 	}
-	att := &attachment{res: res, sc: sc, pool: p, mode: p.poolMode(), txStatus: 'I', xactStart: time.Now()}
+	att := &attachment{res: res, sc: sc, pool: p, mode: p.poolMode(), txStatus: 'I', xactStart: ready}
 	c.mu.Lock()
 	if max := c.srv.cfg.Load().MaxPreparedStatements; att.mode != config.PoolSession && (max > 0 || len(c.ps.client) > 0) {
 		// Track named prepared statements (prepared.go). A client
