@@ -60,6 +60,7 @@ type config struct {
 	note          string
 	directMax     int
 	gomaxprocs    int
+	render        string
 }
 
 const (
@@ -92,6 +93,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.note, "note", "", "a note printed at the top of RESULTS.md (e.g. about machine load)")
 	fs.IntVar(&c.directMax, "direct-max", 1000, "largest client count run directly against PostgreSQL")
 	fs.IntVar(&c.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS for pgwarden (default: unset, Go's default of every core)")
+	fs.StringVar(&c.render, "render", "", "run nothing: write RESULTS.md (or -out) again from a run's raw results, results/<stamp>.json, with this harness's report")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./bench [flags]\n\nEnvironment: %s (a pgbouncer git checkout: also bench PgBouncer's newest release, built from it), %s (its tag), %s (a prebuilt upstream pgbouncer).\n\nFlags:\n", envUpstreamGit, envUpstreamTag, envUpstreamBin)
 		fs.PrintDefaults()
@@ -249,6 +251,13 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
+	}
+	if cfg.render != "" {
+		if err := render(cfg.render, cfg.out); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -44,6 +44,47 @@ func (h *harness) relToOut(path string) string {
 	return path
 }
 
+// render writes RESULTS.md (out, or the module's bench/RESULTS.md) again
+// from a run's raw results, so that a change to the report applies to a run
+// already made. The run's own flags are read back from the JSON.
+func render(jsonPath, out string) error {
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return err
+	}
+	var res results
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	cfg, err := parseFlags(res.Args)
+	if err != nil {
+		return fmt.Errorf("%s: the run's flags: %w", jsonPath, err)
+	}
+	cfg.out = out
+	if cfg.out == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return err
+		}
+		cfg.out = filepath.Join(root, "bench", "RESULTS.md")
+	}
+	h := &harness{cfg: cfg, res: &res, started: res.Started, ws: &workspace{}}
+	// The run's temporary directory, which the report writes as $WORK.
+	if f, ok := strings.CutSuffix(res.Settings.PostgresConf["ssl_cert_file"], "/tls/server.crt"); ok {
+		h.ws.dir = f
+	}
+	for _, name := range []string{"pgwarden", "pgbouncer", "pgbouncer-upstream"} {
+		if v, ok := res.Machine.Poolers[name]; ok {
+			h.kinds = append(h.kinds, &poolerKind{name: name, binary: name, version: v, label: pgbouncerLabel(v), isPgwarden: name == "pgwarden"})
+		}
+	}
+	abs, err := filepath.Abs(jsonPath)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(cfg.out, []byte(h.markdown(h.relToOut(abs))), 0o644)
+}
+
 // writeResults writes the raw JSON and RESULTS.md.
 func (h *harness) writeResults() error {
 	dir := h.resultsDir()
@@ -349,7 +390,7 @@ func (h *harness) writeSetup(w func(string, ...any)) {
 			sep = "."
 		}
 		v := s.PostgresConf[k]
-		if strings.HasPrefix(v, h.ws.dir) {
+		if h.ws.dir != "" && strings.HasPrefix(v, h.ws.dir) {
 			v = "$WORK" + strings.TrimPrefix(v, h.ws.dir)
 		}
 		w(" `%s = %s`%s", k, v, sep)
@@ -824,6 +865,9 @@ func (h *harness) verdicts() []verdict {
 			d := fmt.Sprintf("%d clients: pgwarden -M prepared %s tps vs PgBouncer -M simple %s = %.2f×", clients, kTPS(pw.tps()), kTPS(pb.tps()), r)
 			if !pw.ok() {
 				d = fmt.Sprintf("%d clients: pgwarden -M prepared fails (%s)", clients, oneLine(pw.failure(), 200))
+			} else if dp := sel("prepared", clients, "direct"); !ok && dp != nil && dp.ok() {
+				// Without a pooler at all: the ceiling of any pooler.
+				d += fmt.Sprintf(" (direct PostgreSQL -M prepared, with no pooler in the way: %s tps = %.2f×)", kTPS(dp.tps()), ratio(dp.tps(), pb.tps()))
 			}
 			if ok {
 				met++
