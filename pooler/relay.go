@@ -352,8 +352,8 @@ func (c *clientConn) armIdleDeadlineLocked() {
 
 // requestStart is when a request starts (UnixNano): now, or, for one that
 // just got its server, when it got it.
-func requestStart(att *attachment, attached bool) int64 {
-	if attached {
+func requestStart(att *attachment, justAttached bool) int64 {
+	if justAttached {
 		return att.xactStart.UnixNano()
 	}
 	return time.Now().UnixNano()
@@ -364,8 +364,8 @@ func requestStart(att *attachment, attached bool) int64 {
 func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 	c.mu.Lock()
 	att := c.mu.att
-	attached := att == nil
-	if attached {
+	justAttached := att == nil
+	if justAttached {
 		c.mu.Unlock()
 		var err error
 		att, err = c.attach()
@@ -377,11 +377,11 @@ func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 	switch typ {
 	case 'Q', 'F':
 		att.inFlight++
-		c.requestTime.Store(requestStart(att, attached))
+		c.requestTime.Store(requestStart(att, justAttached))
 	case 'S':
 		att.inFlight++
 		att.partial = false
-		c.requestTime.Store(requestStart(att, attached))
+		c.requestTime.Store(requestStart(att, justAttached))
 	case 'P', 'B', 'D', 'E', 'C', 'H':
 		att.partial = true
 	case 'c', 'f':
