@@ -42,6 +42,9 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	# The relay without the event loop (event_loop = off): what TLS and
+	# session-mode clients, and larger machines, use.
+	PGWARDEN_TEST_EVENT_LOOP=off $(GO) test -race -count=1 -timeout 10m ./pooler/
 
 build:
 	$(GO) build -o bin/pgwarden ./cmd/pgwarden

@@ -969,8 +969,8 @@ func (s *Server) clientRows() [][]*string {
 	now := time.Now()
 	for _, v := range s.clientViews() {
 		c := v.c
-		addr, port := splitAddr(c.raw.RemoteAddr(), cfg.ListenPort)
-		laddr, lport := splitAddr(c.raw.LocalAddr(), cfg.ListenPort)
+		addr, port := splitAddr(c.raddr, cfg.ListenPort)
+		laddr, lport := splitAddr(c.laddr, cfg.ListenPort)
 		var wait time.Duration
 		if !v.waitFrom.IsZero() {
 			wait = now.Sub(v.waitFrom)

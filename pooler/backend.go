@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgwarden/pgwarden/authn"
@@ -62,6 +63,17 @@ type serverConn struct {
 	// cancelling counts cancel requests in flight against this server; it
 	// is not returned to the pool before they finish.
 	cancelling sync.WaitGroup
+	// cancels is the same count, for the event loop, which must not
+	// wait for them (loopclient.go).
+	cancels atomic.Int32
+
+	// lc is conn when the server lives on the event loop; own makes the
+	// server its own readiness handler, which passes the readiness on to
+	// loopClient, the client the loop serves a request of on it (loop
+	// thread only).
+	lc         *loopConn
+	own        loopOwner
+	loopClient *clientConn
 }
 
 type param struct{ name, value string }
@@ -138,6 +150,16 @@ func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) 
 			}
 		}
 	}
+	if l := p.srv.loop; l != nil && !sc.tlsOn && repl == nil && p.poolMode() != config.PoolSession {
+		// Transaction and statement pools' servers live on the event
+		// loop (loopclient.go).
+		if lc, err := l.adopt(sc.conn); err == nil {
+			sc.conn, sc.lc = lc, lc
+			sc.own.h = sc
+			return sc, nil
+		}
+		return nil, &loginFailure{ServerFailConnect, errors.New("server connection lost")}
+	}
 	if !sc.tlsOn {
 		sc.sio = newSockIO(sc.conn)
 		sc.probe = sc.sio
@@ -156,6 +178,9 @@ func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) 
 // there (PgBouncer watches its idle servers for the same reason: "idle
 // server got dirty").
 func (sc *serverConn) closedWhileIdle() bool {
+	if sc.lc != nil {
+		return sc.lc.readable()
+	}
 	return sc.probe != nil && sc.probe.readable()
 }
 

@@ -110,7 +110,11 @@ func (r *cancelRegistry) forward(key [8]byte) {
 		// The server stays with this client until the cancel is done,
 		// so that it cannot reach another client's query.
 		att.sc.cancelling.Add(1)
-		defer att.sc.cancelling.Done()
+		att.sc.cancels.Add(1)
+		defer func(sc *serverConn) {
+			sc.cancels.Add(-1)
+			sc.cancelling.Done()
+		}(att.sc)
 	} else if r := c.mu.repl; r != nil {
 		// A replication client's server is its own: the cancel always
 		// goes there (pgwarden does not follow what runs on it).

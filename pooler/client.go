@@ -40,6 +40,11 @@ type clientConn struct {
 	unix   bool
 	tls    bool
 	remote string
+	// raddr and laddr are the socket's addresses, kept for SHOW CLIENTS.
+	raddr, laddr net.Addr
+	// ls is the client's part of the event loop's relay (loopclient.go),
+	// set once after sign-in for clients that live on the loop.
+	ls *loopState
 
 	tlsDesc     string
 	connectTime time.Time
@@ -137,11 +142,13 @@ func (s *Server) newClientConn(conn net.Conn, unix bool) *clientConn {
 		connectTime: time.Now(),
 		id:          clientIDs.Add(1),
 		killed:      make(chan struct{}),
+		raddr:       conn.RemoteAddr(),
+		laddr:       conn.LocalAddr(),
 	}
 	if unix {
 		c.remote = "unix"
 	} else {
-		c.remote = conn.RemoteAddr().String()
+		c.remote = c.raddr.String()
 		if tc, ok := conn.(*net.TCPConn); ok {
 			tuneTCP(tc, c.cfg)
 		}
@@ -194,6 +201,7 @@ func (c *clientConn) session() (parked bool) {
 		return false
 	}
 	c.parkable = !c.tls && c.srv.parker.Load() != nil
+	c.adoptClient()
 	return c.relay()
 }
 
@@ -216,6 +224,7 @@ func (c *clientConn) endOfSession(err error) {
 		c.expiry.Stop()
 	}
 	c.releaseIdleBuf()
+	c.dropLoopServer()
 	if err != nil {
 		c.reportError(err)
 	}
@@ -305,10 +314,18 @@ func (c *clientConn) kill(pe *pgError) {
 		return // the relay tells the client at a message boundary
 	}
 	c.sendFatal(pe)
-	c.raw.Close()
+	c.writeMu.Lock()
+	raw, ls := c.raw, c.ls // (set once for the event loop, under writeMu)
+	c.writeMu.Unlock()
+	raw.Close()
 	// A parked client has no goroutine to notice: start one, which finds
 	// the socket closed and ends the session.
 	c.resumeIfParked()
+	if ls != nil && c.parkState.Load() == parkLoop {
+		// The loop serves a request of the client: if it is queued
+		// for a server, it stops waiting.
+		ls.loop.post(ls.killed)
+	}
 }
 
 // suspendGate holds the session while the pooler is suspended (SUSPEND)

@@ -97,6 +97,12 @@ log_connections = 0
 log_disconnections = 0
 %s
 `, pg.Port, pg.Port, port, dir, filepath.Join(dir, "userlist.txt"), extra)
+	if v := os.Getenv("PGWARDEN_TEST_EVENT_LOOP"); v != "" {
+		// make test runs the pooler's tests once more with the event
+		// loop off (event_loop = off): both relays stay tested on any
+		// machine.
+		ini = strings.Replace(ini, "[pgbouncer]\n", "[pgbouncer]\nevent_loop = "+v+"\n", 1)
+	}
 	iniPath := filepath.Join(dir, "pgbouncer.ini")
 	if err := os.WriteFile(iniPath, []byte(ini), 0o600); err != nil {
 		t.Fatal(err)

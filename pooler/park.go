@@ -51,7 +51,8 @@ const (
 	parkRunning  int32 = iota // a goroutine runs the session, not in an idle read
 	parkIdleRead              // the session goroutine waits in readIdle
 	parkPoked                 // the parker set a past read deadline to make it park
-	parkParked                // no goroutine: the watcher waits for the socket
+	parkParked                // no goroutine: the watcher (or the event loop) waits for the socket
+	parkLoop                  // the event loop serves a request of the client (loopclient.go)
 )
 
 // errParked ends runSession when the client was parked: the goroutine
@@ -206,6 +207,11 @@ func (p *parker) scan(now time.Time, cands []*clientConn) []*clientConn {
 // errParked when the client was parked instead: the caller must unwind
 // without touching the client.
 func (c *clientConn) readIdle() ([]byte, error) {
+	if c.ls != nil && c.loopServes() && c.killErr.Load() == nil && !c.ls.lc.isClosed() {
+		// The loop waits for the request, and serves it.
+		c.loopPark()
+		return nil, errParked
+	}
 	for {
 		if c.idleBufp == nil {
 			c.idleBufp = idleBufPool.Get().(*[idleBufSize]byte)
@@ -256,6 +262,15 @@ func (c *clientConn) park() bool {
 	if p == nil {
 		return false
 	}
+	if c.ls != nil {
+		// On the event loop, which hands each request back to a
+		// goroutine while loopServes says no.
+		c.writeMu.Lock()
+		c.sio = nil
+		c.writeMu.Unlock()
+		c.loopPark()
+		return true
+	}
 	idleBufPool.Put(c.idleBufp)
 	c.idleBufp = nil
 	c.writeMu.Lock()
@@ -285,6 +300,9 @@ func (c *clientConn) park() bool {
 func (c *clientConn) resumeIfParked() {
 	if !c.parkState.CompareAndSwap(parkParked, parkRunning) {
 		return
+	}
+	if c.ls != nil {
+		c.ls.lc.setOwner(nil)
 	}
 	c.srv.parker.Load().parked.Add(-1)
 	// The parked session kept its place in the server's WaitGroup.

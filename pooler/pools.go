@@ -608,6 +608,18 @@ const idleProbeAfter = time.Millisecond
 // past its lifetime, closed by the server while idle or failing
 // server_check_query is destroyed.
 func (p *pool) usable(res *puddle.Resource[*serverConn]) bool {
+	if !p.usableNoCheck(res) {
+		return false
+	}
+	if err := p.check(res); err != nil {
+		p.discard(res)
+		return false
+	}
+	return true
+}
+
+// usableNoCheck is usable without server_check_query (see checkDue).
+func (p *pool) usableNoCheck(res *puddle.Resource[*serverConn]) bool {
 	sc := res.Value()
 	if p.stale(sc) || sc.expired() {
 		p.discard(res)
@@ -615,10 +627,6 @@ func (p *pool) usable(res *puddle.Resource[*serverConn]) bool {
 	}
 	if res.IdleDuration() >= idleProbeAfter && sc.closedWhileIdle() {
 		p.srv.log.Info("closing because: server connection closed by the server while idle", "db", p.key.db, "user", p.key.user, "pid", sc.pid)
-		p.discard(res)
-		return false
-	}
-	if err := p.check(res); err != nil {
 		p.discard(res)
 		return false
 	}
@@ -654,14 +662,20 @@ func acquireEither(ctx context.Context, a, b *puddle.Pool[*serverConn]) (*puddle
 // check runs server_check_query on a server idle longer than
 // server_check_delay.
 func (p *pool) check(res *puddle.Resource[*serverConn]) error {
-	cfg := p.srv.cfg.Load()
-	if cfg.ServerCheckDisabled || cfg.ServerCheckDelay <= 0 || res.IdleDuration() < cfg.ServerCheckDelay {
+	if !p.checkDue(res) {
 		return nil
 	}
+	cfg := p.srv.cfg.Load()
 	if err := res.Value().simpleExec(cfg.ServerCheckQuery); err != nil {
 		return err
 	}
 	return nil
+}
+
+// checkDue reports whether server_check_query is to run on res before use.
+func (p *pool) checkDue(res *puddle.Resource[*serverConn]) bool {
+	cfg := p.srv.cfg.Load()
+	return !cfg.ServerCheckDisabled && cfg.ServerCheckDelay > 0 && res.IdleDuration() >= cfg.ServerCheckDelay
 }
 
 func (sc *serverConn) expired() bool {

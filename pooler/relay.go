@@ -119,7 +119,16 @@ func (c *clientConn) runSession() (err error) {
 			}
 		}
 		idleRead := false
-		if r == w {
+		if r == w && c.ls != nil && c.ls.in != nil {
+			// Bytes the event loop read and handed over.
+			if bufp == nil {
+				bufp = getBuf()
+				buf = *bufp
+			}
+			r, w = 0, c.takeLoopInput(buf)
+			idleRead = true
+		}
+		if r == w && !idleRead {
 			r, w = 0, 0
 			c.mu.Lock()
 			c.armIdleDeadlineLocked()
@@ -374,6 +383,13 @@ func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 		}
 		c.mu.Lock()
 	}
+	c.noteLocked(att, typ, justAttached)
+	c.mu.Unlock()
+	return att, nil
+}
+
+// noteLocked counts one client message on att (under mu).
+func (c *clientConn) noteLocked(att *attachment, typ byte, justAttached bool) {
 	switch typ {
 	case 'Q', 'F':
 		att.inFlight++
@@ -394,8 +410,6 @@ func (c *clientConn) noteRequest(typ byte) (*attachment, error) {
 	if c.mu.deadline {
 		c.armIdleDeadlineLocked()
 	}
-	c.mu.Unlock()
-	return att, nil
 }
 
 // prepBarrier reports whether Parses or Closes of an earlier batch (before
@@ -454,6 +468,7 @@ func (c *clientConn) attach() (*attachment, error) {
 	if c.mu.wantStop {
 		why := c.stopReasonLocked()
 		c.mu.Unlock()
+		c.dropLoopServer()
 		return nil, why
 	}
 	c.mu.Unlock()
@@ -463,10 +478,33 @@ func (c *clientConn) attach() (*attachment, error) {
 	start := time.Now()
 	c.mu.waitFrom = start
 	c.mu.Unlock()
-	res, ready, err := p.acquire(start)
-	if err != nil {
-		return nil, err
+	var res *puddle.Resource[*serverConn]
+	var ready time.Time
+	if ls := c.ls; ls != nil && ls.res != nil {
+		// The loop took a server for this request (loopclient.go).
+		res, ready = ls.res, time.Now()
+		check := ls.check
+		ls.res, ls.check = nil, false
+		if check {
+			if err := p.check(res); err != nil {
+				p.discard(res)
+				res = nil
+			}
+		}
 	}
+	if res == nil {
+		var err error
+		res, ready, err = p.acquire(start)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return c.attachServer(res, ready)
+}
+
+// attachServer makes res, just acquired, this client's attachment.
+func (c *clientConn) attachServer(res *puddle.Resource[*serverConn], ready time.Time) (*attachment, error) {
+	p := c.pool
 	sc := res.Value()
 	if err := c.syncParams(sc); err != nil {
 		if errors.Is(err, errServerBroken) {

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -194,6 +195,10 @@ type Server struct {
 	// parker parks idle clients (park.go); set by Serve before the first
 	// accept, nil where the platform cannot.
 	parker atomic.Pointer[parker]
+	// loop drives plain-socket clients of transaction and statement pools
+	// and their servers (eventloop_linux.go, loopclient.go); set by Serve
+	// before the first client, nil where the platform has none.
+	loop *eventLoop
 
 	mu struct {
 		sync.Mutex
@@ -468,8 +473,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	if len(lns) == 0 {
 		return errors.New("Serve called before Listen")
 	}
-	s.pools.startJanitor()
 	s.parker.Store(newParker(s))
+	if s.parker.Load() != nil && s.cfg.Load().EventLoopOn(runtime.GOMAXPROCS(0)) {
+		if l, err := newEventLoop(); err == nil {
+			s.loop = l
+		} else if err != errNoWatcher {
+			s.log.Warn("no event loop: every client gets a goroutine", "err", err)
+		}
+	}
+	s.pools.startJanitor()
 	s.maybeRefreshPrincipals(time.Now(), true)
 	loops := make(chan struct{}, len(lns))
 	for _, ln := range lns {
@@ -500,6 +512,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.workers.stop()
 	s.parker.Load().close()
 	s.pools.closeAll()
+	if s.loop != nil {
+		s.loop.close()
+	}
 	if es := s.entra.Swap(nil); es != nil {
 		es.close()
 	}
@@ -630,6 +645,11 @@ func (s *Server) Shutdown(mode ShutdownMode) {
 	}
 	s.mu.mode = mode
 	s.mu.Unlock()
+	if first {
+		// Clients queued for a server on the event loop look again
+		// and see the shutdown (queued goroutines watch shutdownCh).
+		s.pools.kickQueues()
+	}
 	cfg := s.cfg.Load()
 	switch mode {
 	case ShutdownImmediate:

@@ -45,6 +45,29 @@ type serverWaiter struct {
 	queued     bool // guarded by the queue's mu
 	ch         chan *puddle.Resource[*serverConn]
 	timer      *time.Timer
+
+	// loopc, when set, is a client on the event loop (loopclient.go):
+	// instead of a send on ch, the value goes into loopRes and the
+	// client's loop is asked to run its delivered function.
+	loopc   *clientConn
+	loopRes *puddle.Resource[*serverConn]
+}
+
+// deliver hands the waiter, just taken off its queue, its one value.
+func (w *serverWaiter) deliver(res *puddle.Resource[*serverConn]) {
+	if c := w.loopc; c != nil {
+		w.loopRes = res
+		c.ls.loop.post(c.ls.delivered)
+		return
+	}
+	w.ch <- res
+}
+
+// release gives a loop waiter, off its queue and delivered (or expired),
+// back to the pool of waiters.
+func (w *serverWaiter) release() {
+	w.loopc, w.loopRes = nil, nil
+	serverWaiters.Put(w)
 }
 
 var serverWaiters = sync.Pool{New: func() any {
@@ -122,7 +145,7 @@ func (q *serverQueue) handOff(res *puddle.Resource[*serverConn]) bool {
 	if w == nil {
 		return false
 	}
-	w.ch <- res
+	w.deliver(res)
 	return true
 }
 
@@ -130,14 +153,14 @@ func (q *serverQueue) handOff(res *puddle.Resource[*serverConn]) bool {
 // back to puddle or a slot became free.
 func (q *serverQueue) kick() {
 	if w := q.pop(); w != nil {
-		w.ch <- nil
+		w.deliver(nil)
 	}
 }
 
 // kickAll tells every waiter to look again (resume, resize, shutdown).
 func (q *serverQueue) kickAll() {
 	for w := q.pop(); w != nil; w = q.pop() {
-		w.ch <- nil
+		w.deliver(nil)
 	}
 }
 

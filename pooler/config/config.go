@@ -347,6 +347,12 @@ type Config struct {
 	// so_reuseport: SO_REUSEPORT on the TCP listeners, so that several
 	// processes share one port (the Unix socket stays per process).
 	SOReuseport bool
+	// event_loop (pgwarden's own; auto, on or off; restart needed):
+	// whether plain-socket clients of transaction and statement pools
+	// are relayed by one event loop thread instead of a goroutine each.
+	// auto turns it on when the process may use at most
+	// EventLoopAutoMaxCores cores.
+	EventLoop string
 
 	// peer_id (0 = peering off; 1..16383) and [peers]: the processes a
 	// CancelRequest carrying another process's key is forwarded to.
@@ -633,3 +639,21 @@ type SignInThrottle struct {
 
 // Enabled reports whether either scope is on.
 func (t SignInThrottle) Enabled() bool { return t.AddressBurst > 0 || t.RoleBurst > 0 }
+
+// EventLoopAutoMaxCores is the most cores event_loop = auto turns the
+// event loop on with. One loop thread relays at most one core's worth of
+// transactions: on a small machine, where the pooler competes with
+// PostgreSQL for CPU, its lower cost per transaction wins; on a larger
+// one, goroutines relay on every core.
+const EventLoopAutoMaxCores = 4
+
+// EventLoopOn resolves event_loop for a process that may use cores cores.
+func (c *Config) EventLoopOn(cores int) bool {
+	switch c.EventLoop {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	return cores <= EventLoopAutoMaxCores
+}

@@ -116,7 +116,7 @@ func TestSettings(t *testing.T) {
 			fixed = append(fixed, s.Key)
 		}
 	}
-	wantFixed := []string{"disable_pqexec", "job_name", "listen_addr", "listen_backlog", "listen_port", "pidfile", "pkt_buf",
+	wantFixed := []string{"disable_pqexec", "event_loop", "job_name", "listen_addr", "listen_backlog", "listen_port", "pidfile", "pkt_buf",
 		"resolv_conf", "so_reuseport", "track_extra_parameters", "unix_socket_dir", "unix_socket_group", "unix_socket_mode", "user"}
 	if !slices.Equal(fixed, wantFixed) {
 		t.Errorf("not changeable: %v\nwant %v", fixed, wantFixed)

@@ -196,6 +196,8 @@ var params = []param{
 	{"server_tls_key_file", "", false, bStr(func(c *Config) *string { return &c.ServerTLS.KeyFile })},
 	{"server_tls_protocols", "secure", false, bStr(func(c *Config) *string { return &c.ServerTLS.Protocols })},
 	{"server_tls_sslmode", "prefer", false, bTLS(func(c *Config) *TLSMode { return &c.ServerTLS.Mode })},
+	// event_loop is pgwarden's own (see Config.EventLoop).
+	{"event_loop", "auto", restart, bStr(func(c *Config) *string { return &c.EventLoop })},
 	// shutdown_timeout and shutdown_accept_grace are pgwarden's own (see
 	// Config.ShutdownTimeout).
 	{"shutdown_accept_grace", "0", false, bTime(func(c *Config) *time.Duration { return &c.ShutdownAcceptGrace })},

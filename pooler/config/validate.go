@@ -230,6 +230,10 @@ func (c *Config) validate(pos positions) (errs, warns []Problem) {
 	errs = append(errs, eerrs...)
 	warns = append(warns, ewarns...)
 
+	if c.EventLoop != "auto" && c.EventLoop != "on" && c.EventLoop != "off" {
+		bad("event_loop", "event_loop must be auto, on or off, not %q", c.EventLoop)
+	}
+
 	// Logging.
 	if !slices.Contains(syslogFacilities, c.SyslogFacility) {
 		warn("syslog_facility", "unknown syslog_facility %q; daemon is used", c.SyslogFacility)

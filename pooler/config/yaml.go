@@ -89,6 +89,7 @@ type yamlPool struct {
 	MaxUserConnections    *int          `yaml:"max_user_connections"`
 	ServerRoundRobin      *bool         `yaml:"server_round_robin"`
 	MaxPreparedStatements *int          `yaml:"max_prepared_statements"`
+	EventLoop             *string       `yaml:"event_loop"`
 }
 
 type yamlServer struct {
@@ -242,6 +243,7 @@ func (y *yamlConfig) leaves() []yamlLeaf {
 		{"stats_users", "stats_users", y.StatsUsers},
 		{"run_as_user", "user", y.RunAsUser},
 		{"pool.mode", "pool_mode", y.Pool.Mode},
+		{"pool.event_loop", "event_loop", y.Pool.EventLoop},
 		{"pool.max_client_conn", "max_client_conn", y.Pool.MaxClientConn},
 		{"pool.default_pool_size", "default_pool_size", y.Pool.DefaultPoolSize},
 		{"pool.min_pool_size", "min_pool_size", y.Pool.MinPoolSize},

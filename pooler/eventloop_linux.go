@@ -1,0 +1,549 @@
+//go:build linux
+
+package pooler
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// The event loop. Go parks a goroutine on its poller for every socket read
+// that would block, and wakes it through the scheduler when bytes arrive:
+// twice per transaction for a pooler (the client's request, the server's
+// answer). On a small machine that bookkeeping costs more CPU per
+// transaction than a whole C pooler spends (bench/README.md, "Design
+// data"). An eventLoop instead owns a set of sockets outright, on one
+// epoll instance driven by one locked OS thread, and calls the owner of
+// each socket that turns ready on that thread: the relay's loop path
+// (loopclient.go) serves a transaction with no goroutine switch at all.
+//
+// A socket the loop owns is a loopConn, a net.Conn over the raw file
+// descriptor. The loop takes it from a net.Conn by duplicating the
+// descriptor and closing the original, so that Go's own poller no longer
+// watches it: two pollers on one socket cost two wake-ups per event. The
+// rest of the pooler keeps using it as a net.Conn (sign-in, SET queries,
+// the console, fallbacks to a goroutine): a Read or Write that would block
+// waits on a channel that the loop signals when the socket turns ready.
+//
+// Ownership of events: while a loopConn has an owner (setOwner), its
+// readiness goes to that owner's handler on the loop thread and no
+// goroutine may wait on it; without one, readiness wakes whoever waits in
+// Read or Write.
+
+// loopEventHandler is the owner of a loopConn's readiness.
+type loopEventHandler interface {
+	// loopEvent runs on the loop thread when lc turns readable (hup:
+	// the peer closed its end, or the socket failed).
+	loopEvent(lc *loopConn, hup bool)
+}
+
+// eventLoop is one epoll instance and the OS thread that drives it. It is
+// started by Serve and closed when Serve returns.
+type eventLoop struct {
+	epfd   int
+	wakefd int // an eventfd: posted work wakes the loop
+	// sleeping is set while the loop waits in epoll_wait, so that post
+	// writes the eventfd only then.
+	sleeping atomic.Bool
+
+	mu     sync.Mutex
+	conns  map[int32]*loopConn // by descriptor; events check the generation
+	posted []func()
+	spare  []func()
+	closed bool
+
+	done chan struct{}
+}
+
+// loopConnGen numbers loopConns, so that an event for a descriptor closed
+// and reused meanwhile is not taken for the new one.
+var loopConnGen atomic.Uint32
+
+func newEventLoop() (*eventLoop, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	r, _, e := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+	if e != 0 {
+		syscall.Close(epfd)
+		return nil, os.NewSyscallError("eventfd2", e)
+	}
+	wakefd := int(r)
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(wakefd)}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		syscall.Close(epfd)
+		syscall.Close(wakefd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	l := &eventLoop{epfd: epfd, wakefd: wakefd, conns: map[int32]*loopConn{}, done: make(chan struct{})}
+	go l.run()
+	return l, nil
+}
+
+// close stops the loop and waits for it. The caller has closed every
+// loopConn first.
+func (l *eventLoop) close() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	l.mu.Unlock()
+	l.wake()
+	<-l.done
+	syscall.Close(l.epfd)
+	syscall.Close(l.wakefd)
+}
+
+// post runs f on the loop thread, soon.
+func (l *eventLoop) post(f func()) {
+	l.mu.Lock()
+	l.posted = append(l.posted, f)
+	l.mu.Unlock()
+	if l.sleeping.Load() {
+		l.wake()
+	}
+}
+
+func (l *eventLoop) wake() {
+	one := uint64(1)
+	syscall.RawSyscall(syscall.SYS_WRITE, uintptr(l.wakefd), uintptr(unsafe.Pointer(&one)), 8)
+}
+
+// runPosted runs the functions posted so far; false once the loop is
+// closed.
+func (l *eventLoop) runPosted() bool {
+	l.mu.Lock()
+	fs := l.posted
+	l.posted = l.spare[:0]
+	closed := l.closed
+	l.mu.Unlock()
+	for i, f := range fs {
+		f()
+		fs[i] = nil
+	}
+	l.mu.Lock()
+	l.spare = fs[:0]
+	l.mu.Unlock()
+	return !closed
+}
+
+func (l *eventLoop) hasPosted() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.posted) > 0 || l.closed
+}
+
+func (l *eventLoop) run() {
+	runtime.LockOSThread()
+	defer close(l.done)
+	events := make([]syscall.EpollEvent, 256)
+	for {
+		if !l.runPosted() {
+			return
+		}
+		// Look without sleeping first: under load there is nearly
+		// always something ready, and a blocking epoll_wait goes
+		// through the runtime's system call bookkeeping.
+		n, e := epollWaitNow(l.epfd, events)
+		if n == 0 && e == 0 {
+			l.sleeping.Store(true)
+			if l.hasPosted() {
+				l.sleeping.Store(false)
+				continue
+			}
+			var err error
+			n, err = syscall.EpollWait(l.epfd, events, -1)
+			l.sleeping.Store(false)
+			if err != nil {
+				n = 0 // EINTR
+			}
+		}
+		for i := range n {
+			ev := &events[i]
+			if int(ev.Fd) == l.wakefd {
+				var b [8]byte
+				syscall.RawSyscall(syscall.SYS_READ, uintptr(l.wakefd), uintptr(unsafe.Pointer(&b[0])), 8)
+				continue
+			}
+			l.mu.Lock()
+			lc := l.conns[ev.Fd]
+			l.mu.Unlock()
+			if lc == nil || lc.gen != uint32(ev.Pad) {
+				continue
+			}
+			lc.ready(ev.Events)
+		}
+	}
+}
+
+func epollWaitNow(epfd int, events []syscall.EpollEvent) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return int(r), e
+}
+
+// adopt moves conn, a plain TCP or Unix socket, onto the loop: the returned
+// loopConn replaces it, and conn is closed.
+func (l *eventLoop) adopt(conn net.Conn) (*loopConn, error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd := -1
+	var derr syscall.Errno
+	if err := rc.Control(func(s uintptr) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0)
+		fd, derr = int(r), e
+	}); err != nil {
+		return nil, err
+	}
+	if derr != 0 {
+		return nil, os.NewSyscallError("fcntl", derr)
+	}
+	nw := "tcp"
+	if _, unix := conn.(*net.UnixConn); unix {
+		nw = "unix"
+	}
+	lc := &loopConn{l: l, fd: fd, gen: loopConnGen.Add(1), network: nw, laddr: conn.LocalAddr(), raddr: conn.RemoteAddr(),
+		rch: make(chan struct{}, 1), wch: make(chan struct{}, 1), closedCh: make(chan struct{})}
+	// Go's poller forgets the socket as the original closes; the
+	// duplicate keeps it open and non-blocking.
+	conn.Close()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		syscall.Close(fd)
+		return nil, net.ErrClosed
+	}
+	l.conns[int32(fd)] = lc
+	l.mu.Unlock()
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | (1 << 31) /* EPOLLET */, Fd: int32(fd), Pad: int32(lc.gen)}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		l.mu.Lock()
+		delete(l.conns, int32(fd))
+		l.mu.Unlock()
+		syscall.Close(fd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	return lc, nil
+}
+
+// loopConn is a socket owned by an eventLoop. It implements net.Conn for
+// goroutines (one reader and one writer at a time, as with any net.Conn),
+// and gives the loop's handlers non-blocking reads and writes.
+type loopConn struct {
+	l       *eventLoop
+	fd      int
+	gen     uint32
+	network string
+	laddr   net.Addr
+	raddr   net.Addr
+
+	// owner, when set, receives the readiness on the loop thread.
+	owner atomic.Pointer[loopOwner]
+
+	// rch and wch hold one token each: readiness seen since the last
+	// wait. A waiter always tries the system call first, so a stale
+	// token only costs one more try.
+	rch, wch chan struct{}
+	closedCh chan struct{}
+	// rdl and wdl are the read and write deadlines (UnixNano; 0: none).
+	rdl, wdl atomic.Int64
+	// rtimer and wtimer belong to the reader and the writer.
+	rtimer, wtimer *time.Timer
+
+	// state counts the system calls in progress on fd; lcClosed is set
+	// by Close. The descriptor is closed when both hold: closed, none in
+	// progress.
+	state     atomic.Int64
+	closeOnce sync.Once
+}
+
+// loopOwner wraps a handler for the atomic pointer.
+type loopOwner struct{ h loopEventHandler }
+
+const lcClosed = 1 << 40
+
+func (lc *loopConn) ready(events uint32) {
+	if o := lc.owner.Load(); o != nil {
+		// Owners never wait to write: only reading matters to them.
+		if events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+			o.h.loopEvent(lc, events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0)
+		}
+		return
+	}
+	if events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		select {
+		case lc.rch <- struct{}{}:
+		default:
+		}
+	}
+	if events&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		select {
+		case lc.wch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// setOwner hands the socket's readiness to o (nil: back to goroutines).
+// Handing it to an owner does not report readiness seen before: the new
+// owner looks at the socket itself (usually by posting a first call of
+// its handler).
+func (lc *loopConn) setOwner(o *loopOwner) { lc.owner.Store(o) }
+
+func (lc *loopConn) incref() bool {
+	for {
+		v := lc.state.Load()
+		if v&lcClosed != 0 {
+			return false
+		}
+		if lc.state.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
+func (lc *loopConn) decref() {
+	if lc.state.Add(-1) == lcClosed {
+		lc.destroy()
+	}
+}
+
+func (lc *loopConn) destroy() {
+	lc.closeOnce.Do(func() {
+		l := lc.l
+		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, lc.fd, nil)
+		l.mu.Lock()
+		if l.conns[int32(lc.fd)] == lc {
+			delete(l.conns, int32(lc.fd))
+		}
+		l.mu.Unlock()
+		syscall.Close(lc.fd)
+	})
+}
+
+// Close closes the socket; a Read or Write waiting on it returns
+// net.ErrClosed.
+func (lc *loopConn) Close() error {
+	for {
+		v := lc.state.Load()
+		if v&lcClosed != 0 {
+			return lc.opError("close", net.ErrClosed)
+		}
+		if lc.state.CompareAndSwap(v, v|lcClosed) {
+			close(lc.closedCh)
+			if v == 0 {
+				lc.destroy()
+			}
+			return nil
+		}
+	}
+}
+
+func (lc *loopConn) isClosed() bool { return lc.state.Load()&lcClosed != 0 }
+
+// readNB reads without waiting: n > 0, or io.EOF, or errWouldBlock, or
+// another error.
+func (lc *loopConn) readNB(b []byte) (int, error) {
+	if !lc.incref() {
+		return 0, net.ErrClosed
+	}
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(lc.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch e {
+		case 0:
+			lc.decref()
+			if n == 0 {
+				return 0, io.EOF
+			}
+			return int(n), nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			lc.decref()
+			return 0, errWouldBlock
+		default:
+			lc.decref()
+			return 0, os.NewSyscallError("read", e)
+		}
+	}
+}
+
+// writeNB writes what the socket takes without waiting: all of b, or a
+// part and errWouldBlock, or an error.
+func (lc *loopConn) writeNB(b []byte) (int, error) {
+	if !lc.incref() {
+		return 0, net.ErrClosed
+	}
+	done := 0
+	for done < len(b) {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(lc.fd), uintptr(unsafe.Pointer(&b[done])), uintptr(len(b)-done))
+		switch e {
+		case 0:
+			done += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			lc.decref()
+			return done, errWouldBlock
+		default:
+			lc.decref()
+			return done, os.NewSyscallError("write", e)
+		}
+	}
+	lc.decref()
+	return done, nil
+}
+
+// errWouldBlock: the socket is not ready; the loop will say when it is.
+var errWouldBlock = errors.New("would block")
+
+// Read is net.Conn's Read.
+func (lc *loopConn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	for {
+		if err := lc.expired(&lc.rdl, "read"); err != nil {
+			return 0, err
+		}
+		n, err := lc.readNB(b)
+		switch {
+		case err == nil:
+			return n, nil
+		case err == io.EOF:
+			return 0, io.EOF
+		case err != errWouldBlock:
+			return 0, lc.opError("read", err)
+		}
+		if err := lc.wait(lc.rch, &lc.rdl, &lc.rtimer, "read"); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// Write is net.Conn's Write.
+func (lc *loopConn) Write(b []byte) (int, error) {
+	done := 0
+	for {
+		if err := lc.expired(&lc.wdl, "write"); err != nil {
+			return done, err
+		}
+		n, err := lc.writeNB(b[done:])
+		done += n
+		switch {
+		case err == nil:
+			return done, nil
+		case err != errWouldBlock:
+			return done, lc.opError("write", err)
+		}
+		if err := lc.wait(lc.wch, &lc.wdl, &lc.wtimer, "write"); err != nil {
+			return done, err
+		}
+	}
+}
+
+func (lc *loopConn) expired(dl *atomic.Int64, op string) error {
+	if lc.isClosed() {
+		return lc.opError(op, net.ErrClosed)
+	}
+	if d := dl.Load(); d != 0 && time.Now().UnixNano() >= d {
+		return lc.opError(op, os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
+// wait waits for a readiness token on ch, the deadline, or Close.
+func (lc *loopConn) wait(ch chan struct{}, dl *atomic.Int64, tp **time.Timer, op string) error {
+	var tc <-chan time.Time
+	if d := dl.Load(); d != 0 {
+		left := time.Duration(d - time.Now().UnixNano())
+		if left <= 0 {
+			return lc.opError(op, os.ErrDeadlineExceeded)
+		}
+		if *tp == nil {
+			*tp = time.NewTimer(left)
+		} else {
+			(*tp).Reset(left)
+		}
+		tc = (*tp).C
+		defer (*tp).Stop()
+	}
+	select {
+	case <-ch:
+	case <-tc:
+	case <-lc.closedCh:
+		return lc.opError(op, net.ErrClosed)
+	}
+	return nil
+}
+
+func (lc *loopConn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: lc.network, Source: lc.laddr, Addr: lc.raddr, Err: err}
+}
+
+func (lc *loopConn) LocalAddr() net.Addr  { return lc.laddr }
+func (lc *loopConn) RemoteAddr() net.Addr { return lc.raddr }
+
+func (lc *loopConn) SetDeadline(t time.Time) error {
+	_ = lc.SetReadDeadline(t)
+	return lc.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline and wakes a waiting Read to look
+// at it.
+func (lc *loopConn) SetReadDeadline(t time.Time) error {
+	lc.rdl.Store(deadlineNanos(t))
+	select {
+	case lc.rch <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (lc *loopConn) SetWriteDeadline(t time.Time) error {
+	lc.wdl.Store(deadlineNanos(t))
+	select {
+	case lc.wch <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func deadlineNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixNano(), 1)
+}
+
+// readable is sockIO.readable for a socket on the loop: whether it has
+// bytes, an EOF or an error to read, without consuming anything.
+func (lc *loopConn) readable() bool {
+	if !lc.incref() {
+		return true
+	}
+	defer lc.decref()
+	var b [1]byte
+	for {
+		_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(lc.fd), uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if e != syscall.EINTR {
+			return e != syscall.EAGAIN
+		}
+	}
+}

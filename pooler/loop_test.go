@@ -1,0 +1,150 @@
+package pooler_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestLoopHandOffs: clients of a transaction pool on the event loop (and,
+// under make test's second pass, without it) get every kind of request
+// answered while they share two servers: simple and extended queries,
+// prepared statements, transactions over several requests, COPY in both
+// directions (handed to a goroutine), and an answer larger than the socket
+// buffers read slowly (the loop hands the rest to a goroutine). Afterwards
+// every server is back in the pool.
+func TestLoopHandOffs(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction\ndefault_pool_size = 2\nquery_wait_timeout = 30")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	setup, err := pgx.Connect(ctx, in.dsn("alice", "alice-pw", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setup.Exec(ctx, "CREATE TABLE IF NOT EXISTS loop_copy (id int, v text)"); err != nil {
+		t.Fatal(err)
+	}
+	setup.Close(ctx)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := loopClientWork(ctx, in.dsn("alice", "alice-pw", "app"), i); err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	admin, err := pgx.Connect(ctx, in.dsn("admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	waitFor(t, 10*time.Second, "servers back in the pool", func() bool {
+		var active, idle int
+		rows, err := admin.Query(ctx, "SHOW POOLS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			vals, _ := rows.Values()
+			desc := rows.FieldDescriptions()
+			var db string
+			a, id := 0, 0
+			for j, f := range desc {
+				switch f.Name {
+				case "database":
+					db = fmt.Sprint(vals[j])
+				case "sv_active":
+					fmt.Sscan(fmt.Sprint(vals[j]), &a)
+				case "sv_idle":
+					fmt.Sscan(fmt.Sprint(vals[j]), &id)
+				}
+			}
+			if db == "app" {
+				active, idle = a, id
+			}
+		}
+		rows.Close()
+		return active == 0 && idle > 0
+	})
+}
+
+func loopClientWork(ctx context.Context, dsn string, i int) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	for round := range 5 {
+		// Extended protocol with a named prepared statement.
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT $1::int + 1", round).Scan(&n); err != nil || n != round+1 {
+			return fmt.Errorf("prepared: %d, %v", n, err)
+		}
+		// Simple protocol.
+		if _, err := conn.Exec(ctx, "SELECT 1", pgx.QueryExecModeSimpleProtocol); err != nil {
+			return fmt.Errorf("simple: %w", err)
+		}
+		// A transaction over several requests.
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO loop_copy VALUES ($1, 'tx')", i); err != nil {
+			return fmt.Errorf("insert: %w", err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		// COPY FROM STDIN, then COPY TO STDOUT.
+		rows := [][]any{{i, "a"}, {i, "b"}}
+		if c, err := conn.CopyFrom(ctx, pgx.Identifier{"loop_copy"}, []string{"id", "v"}, pgx.CopyFromRows(rows)); err != nil || c != 2 {
+			return fmt.Errorf("copy from: %d, %v", c, err)
+		}
+		if _, err := conn.PgConn().CopyTo(ctx, discard{}, "COPY (SELECT * FROM loop_copy LIMIT 10) TO STDOUT"); err != nil {
+			return fmt.Errorf("copy to: %w", err)
+		}
+		// An error, then the connection still works.
+		if _, err := conn.Exec(ctx, "SELECT 1/0"); err == nil {
+			return fmt.Errorf("division by zero succeeded")
+		}
+	}
+	// About 30 MB of answer, read slowly at first: the client's socket
+	// fills up while the loop relays it.
+	r, err := conn.Query(ctx, "SELECT repeat('x', 1000) FROM generate_series(1, 30000)", pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		return fmt.Errorf("big: %w", err)
+	}
+	got := 0
+	for r.Next() {
+		if got == 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+		got++
+	}
+	if err := r.Err(); err != nil || got != 30000 {
+		return fmt.Errorf("big: %d rows, %v", got, err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT 42").Scan(&n); err != nil || n != 42 {
+		return fmt.Errorf("after big: %d, %v", n, err)
+	}
+	return nil
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
