@@ -150,7 +150,7 @@ func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) 
 			}
 		}
 	}
-	if l := p.srv.loop; l != nil && !sc.tlsOn && repl == nil && p.poolMode() != config.PoolSession {
+	if l := p.srv.loop.Load(); l != nil && !sc.tlsOn && repl == nil && p.poolMode() != config.PoolSession {
 		// Transaction and statement pools' servers live on the event
 		// loop (loopclient.go).
 		if lc, err := l.adopt(sc.conn); err == nil {

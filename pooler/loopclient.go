@@ -70,7 +70,7 @@ type loopState struct {
 // statement-mode pool onto the event loop. The session goroutine calls it
 // before its first read.
 func (c *clientConn) adoptClient() {
-	l := c.srv.loop
+	l := c.srv.loop.Load()
 	if l == nil || c.tls || !c.parkable || c.pool == nil || c.pool.poolMode() == config.PoolSession {
 		return
 	}
@@ -494,6 +494,13 @@ func (c *clientConn) loopAnswer() {
 		}
 		start := ss.r
 		ev, act := c.scanServer(att)
+		if ev == scanReady && act == readyRelease {
+			// The server goes back to its pool before the client
+			// reads the ReadyForQuery that ends its transaction: a
+			// client that has its answer finds it idle (SHOW POOLS).
+			c.loopRelease(att, buf[start:ss.r])
+			return
+		}
 		if ss.r > start {
 			if err := c.loopWriteClient(buf[start:ss.r], p, ss.remaining > 0); err != nil {
 				c.loopFail(att, err)
@@ -525,37 +532,8 @@ func (c *clientConn) loopAnswer() {
 			needRead = true
 			continue
 		}
-		switch act {
-		case readyStatementTx:
+		if act == readyStatementTx {
 			c.loopFail(att, newError(codeStatementModeTx, ""))
-			return
-		case readyRelease:
-			if ss.r < ss.w {
-				// Bytes after the final ReadyForQuery: see driveInline.
-				sc.broken = true
-			}
-			c.loopDetachServer(att)
-			c.clearAttachment(att)
-			ss.r, ss.w = 0, 0
-			ss.free()
-			if sc.cancels.Load() > 0 {
-				// release waits for the cancel to be taken by the
-				// server; the loop must not.
-				go p.release(att.res)
-			} else {
-				p.release(att.res)
-			}
-			c.mu.Lock()
-			var why *pgError
-			if c.mu.wantStop {
-				why = c.stopReasonLocked()
-			}
-			c.mu.Unlock()
-			if why != nil {
-				c.loopFail(nil, why)
-				return
-			}
-			c.loopDone()
 			return
 		}
 		c.mu.Lock()
@@ -570,6 +548,46 @@ func (c *clientConn) loopAnswer() {
 		}
 		needRead = ss.r == ss.w
 	}
+}
+
+// loopRelease ends a request whose final ReadyForQuery leaves att's server
+// clean: the server goes back to its pool, then last (the answer's final
+// bytes, kept in the attachment's buffer) goes to the client.
+func (c *clientConn) loopRelease(att *attachment, last []byte) {
+	ss := &att.ss
+	sc := att.sc
+	p := att.pool
+	if ss.r < ss.w {
+		// Bytes after the final ReadyForQuery: see driveInline.
+		sc.broken = true
+	}
+	c.loopDetachServer(att)
+	c.clearAttachment(att)
+	if sc.cancels.Load() > 0 {
+		// release waits for the cancel to be taken by the server; the
+		// loop must not.
+		go p.release(att.res)
+	} else {
+		p.release(att.res)
+	}
+	err := c.loopWriteClient(last, p, false)
+	ss.r, ss.w = 0, 0
+	ss.free()
+	if err != nil {
+		c.loopFail(nil, err)
+		return
+	}
+	c.mu.Lock()
+	var why *pgError
+	if c.mu.wantStop {
+		why = c.stopReasonLocked()
+	}
+	c.mu.Unlock()
+	if why != nil {
+		c.loopFail(nil, why)
+		return
+	}
+	c.loopDone()
 }
 
 // loopWriteClient writes server bytes to the client without waiting; what
@@ -605,6 +623,12 @@ func (c *clientConn) loopDetachServer(att *attachment) {
 // transaction) on the loop again.
 func (c *clientConn) loopDone() {
 	ls := c.ls
+	if len(ls.out) > 0 {
+		// The end of the answer did not fit in the client's socket:
+		// a goroutine writes it, then waits for the next request.
+		c.loopHandOff(nil, nil)
+		return
+	}
 	c.idleSince.Store(time.Now().UnixNano())
 	c.parkState.Store(parkParked)
 	if c.killErr.Load() != nil {

@@ -197,8 +197,10 @@ type Server struct {
 	parker atomic.Pointer[parker]
 	// loop drives plain-socket clients of transaction and statement pools
 	// and their servers (eventloop_linux.go, loopclient.go); set by Serve
-	// before the first client, nil where the platform has none.
-	loop *eventLoop
+	// before the first client, nil where the platform has none (or
+	// event_loop is off). A server connection opened before that (a
+	// principal refresh at start) simply stays with Go's poller.
+	loop atomic.Pointer[eventLoop]
 
 	mu struct {
 		sync.Mutex
@@ -476,7 +478,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.parker.Store(newParker(s))
 	if s.parker.Load() != nil && s.cfg.Load().EventLoopOn(runtime.GOMAXPROCS(0)) {
 		if l, err := newEventLoop(); err == nil {
-			s.loop = l
+			s.loop.Store(l)
 		} else if err != errNoWatcher {
 			s.log.Warn("no event loop: every client gets a goroutine", "err", err)
 		}
@@ -512,8 +514,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.workers.stop()
 	s.parker.Load().close()
 	s.pools.closeAll()
-	if s.loop != nil {
-		s.loop.close()
+	if l := s.loop.Load(); l != nil {
+		l.close()
 	}
 	if es := s.entra.Swap(nil); es != nil {
 		es.close()
