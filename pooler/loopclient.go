@@ -512,10 +512,7 @@ func (c *clientConn) loopAnswer() {
 			c.loopFail(att, newError(codeServerConnCrashed, ""))
 			return
 		case scanSplice:
-			ss.r += ss.skip
-			b := ss.splice
-			ss.splice, ss.skip = nil, 0
-			if len(b) > 0 {
+			if b := ss.takeSplice(); len(b) > 0 {
 				if err := c.loopWriteClient(b, p, false); err != nil {
 					c.loopFail(att, err)
 					return

@@ -851,6 +851,15 @@ func (c *clientConn) deallocPrepareTag(att *attachment, body []byte) bool {
 	return att.sc.stmts.onPrepareTag()
 }
 
+// takeSplice skips the server message scanServer asked to replace and
+// returns its replacement, to be written to the client in its place.
+func (ss *serverStream) takeSplice() []byte {
+	ss.r += ss.skip
+	b := ss.splice
+	ss.splice, ss.skip = nil, 0
+	return b
+}
+
 // compact moves unscanned bytes to the front of the buffer before a read.
 func (ss *serverStream) compact() {
 	if ss.r == ss.w {
@@ -1084,11 +1093,7 @@ func (c *clientConn) pump(att *attachment) {
 
 // splice replaces the server message at ss.r as scanServer asked.
 func (c *clientConn) splice(att *attachment) error {
-	ss := &att.ss
-	ss.r += ss.skip
-	b := ss.splice
-	ss.splice, ss.skip = nil, 0
-	if len(b) > 0 {
+	if b := att.ss.takeSplice(); len(b) > 0 {
 		return c.writeClient(b, att.pool, false)
 	}
 	return nil
