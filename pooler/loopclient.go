@@ -3,6 +3,7 @@ package pooler
 import (
 	"context"
 	"encoding/binary"
+	"io"
 	"time"
 
 	"github.com/jackc/puddle/v2"
@@ -61,6 +62,7 @@ type loopState struct {
 	att     *attachment
 	pending bool // the client turned readable while a request was served
 	hup     bool // the client closed its end (readiness said so)
+	gone    bool // it did so while its request was at the server
 	// serverHup: the server closed its end (readiness said so), so an
 	// answer read short is not the end of what there is to read.
 	serverHup bool
@@ -125,6 +127,17 @@ func (c *clientConn) loopEvent(_ *loopConn, hup bool) {
 		c.loopRequest()
 	case parkLoop:
 		c.ls.pending = true
+		if hup && c.ls.att != nil {
+			// Gone while its request runs: the answer is still
+			// awaited (a cancel may be on its way), and then the
+			// server is closed, as PgBouncer closes it.
+			c.ls.gone = true
+		}
+		if hup && c.ls.waiter != nil {
+			// Gone while queued for a server: its request is
+			// never sent (a cancel finds no server to go to).
+			c.loopStopWaiting(io.EOF)
+		}
 	}
 }
 
@@ -345,10 +358,17 @@ func (c *clientConn) loopWaitExpired() {
 // server stops waiting. (One whose request is at the server finds its
 // socket closed when the answer comes.)
 func (c *clientConn) loopKilled() {
+	if pe := c.killErr.Load(); pe != nil && c.parkState.Load() == parkLoop {
+		c.loopStopWaiting(pe)
+	}
+}
+
+// loopStopWaiting takes a queued client off its pool's queue and ends it
+// with err; nothing happens if a server is already on its way.
+func (c *clientConn) loopStopWaiting(err error) {
 	ls := c.ls
 	w := ls.waiter
-	pe := c.killErr.Load()
-	if w == nil || pe == nil || c.parkState.Load() != parkLoop || !c.pool.queue.remove(w) {
+	if w == nil || !c.pool.queue.remove(w) {
 		return
 	}
 	ls.waiter = nil
@@ -357,7 +377,7 @@ func (c *clientConn) loopKilled() {
 		ls.timer.Stop()
 	}
 	c.loopWaitOver(false)
-	c.loopFail(nil, pe)
+	c.loopFail(nil, err)
 }
 
 // loopGotServer attaches res and sends the request, or hands both to a
@@ -554,8 +574,9 @@ func (c *clientConn) loopRelease(att *attachment, last []byte) {
 	ss := &att.ss
 	sc := att.sc
 	p := att.pool
-	if ss.r < ss.w {
-		// Bytes after the final ReadyForQuery: see driveInline.
+	if ss.r < ss.w || c.ls.gone {
+		// Bytes after the final ReadyForQuery (see driveInline), or a
+		// client that left in the middle: not reused.
 		sc.broken = true
 	}
 	c.loopDetachServer(att)
