@@ -171,7 +171,7 @@ func (c *clientConn) loopRequest() {
 	att := c.mu.att
 	c.mu.Unlock()
 	if n == len(buf) || !c.loopCanServe(att, buf[:n]) {
-		c.loopResume(nil)
+		c.loopResume()
 		return
 	}
 	if att != nil {
@@ -255,7 +255,7 @@ func (c *clientConn) loopAcquire(again bool) {
 	p.mu.Unlock()
 	if reserve != nil || p.srv.pools.pause.blockedFor(p.key.db) != nil {
 		c.loopWaitOver(false)
-		c.loopResume(nil)
+		c.loopResume()
 		return
 	}
 	w := serverWaiters.Get().(*serverWaiter)
@@ -268,7 +268,7 @@ func (c *clientConn) loopAcquire(again bool) {
 			w.loopc = nil
 			serverWaiters.Put(w)
 			c.loopWaitOver(false)
-			c.loopResume(nil)
+			c.loopResume()
 			return
 		}
 		// Taken off the queue meanwhile: what was sent is on its way.
@@ -388,7 +388,7 @@ func (c *clientConn) loopGotServer(res *puddle.Resource[*serverConn], check bool
 	sc := res.Value()
 	if check || sc.lc == nil || sc.lc.l != ls.loop || sc.paramsFP == "" || sc.paramsFP != c.vars.fp {
 		ls.res, ls.check = res, check
-		c.loopResume(nil)
+		c.loopResume()
 		return
 	}
 	att, err := c.attachServer(res, ready)
@@ -670,13 +670,13 @@ func (c *clientConn) loopIdle() {
 
 // loopResume hands the client, with the request read so far, to a
 // goroutine that runs the ordinary relay.
-func (c *clientConn) loopResume(att *attachment) {
+func (c *clientConn) loopResume() {
 	ls := c.ls
 	if ls.req != nil {
 		ls.in, ls.inN = ls.req, ls.reqN
 		ls.req = nil
 	}
-	c.loopHandOff(att, nil)
+	c.loopHandOff(nil, nil)
 }
 
 // loopHandOff gives the client to a goroutine. With att, a request is in
