@@ -57,6 +57,10 @@ type serverConn struct {
 	gen uint64
 	// broken is set when the connection must not be reused.
 	broken bool
+	// interrupted is set by kill when it woke the session goroutine
+	// reading this server's answer (with a read deadline in the past):
+	// the connection is not reused.
+	interrupted atomic.Bool
 	// stmts are the statements the pooler prepared on this server
 	// (prepared.go). The pointer is set at creation and never changes.
 	stmts *serverStmts

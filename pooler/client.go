@@ -318,6 +318,7 @@ func (c *clientConn) kill(pe *pgError) {
 	raw, ls := c.raw, c.ls // (set once for the event loop, under writeMu)
 	c.writeMu.Unlock()
 	raw.Close()
+	c.interruptServerRead()
 	// A parked client has no goroutine to notice: start one, which finds
 	// the socket closed and ends the session.
 	c.resumeIfParked()
@@ -326,6 +327,21 @@ func (c *clientConn) kill(pe *pgError) {
 		// for a server, it stops waiting.
 		ls.loop.post(ls.killed)
 	}
+}
+
+// interruptServerRead wakes a session goroutine that waits for its
+// server's answer (driveInline), so that a killed session ends now rather
+// than when a long query finishes; the server, in the middle of a request,
+// is closed (pool.release sees interrupted). Under c.mu, so that the
+// server is still the client's: once clearAttachment has run, it may be
+// another client's.
+func (c *clientConn) interruptServerRead() {
+	c.mu.Lock()
+	if att := c.mu.att; att != nil && !att.pumped && att.inFlight > 0 {
+		att.sc.interrupted.Store(true)
+		_ = att.sc.conn.SetReadDeadline(aLongTimeAgo)
+	}
+	c.mu.Unlock()
 }
 
 // suspendGate holds the session while the pooler is suspended (SUSPEND)

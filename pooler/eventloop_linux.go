@@ -350,8 +350,22 @@ func (lc *loopConn) Close() error {
 			if v == 0 {
 				lc.destroy()
 			}
+			if lc.owner.Load() != nil {
+				// The descriptor is gone from the epoll set, so no
+				// readiness will ever tell the owner: the loop
+				// tells it, and its next read finds the socket
+				// closed.
+				lc.l.post(lc.closedEvent)
+			}
 			return nil
 		}
+	}
+}
+
+// closedEvent runs on the loop thread after Close of an owned socket.
+func (lc *loopConn) closedEvent() {
+	if o := lc.owner.Load(); o != nil {
+		o.h.loopEvent(lc, true)
 	}
 }
 

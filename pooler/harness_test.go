@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -144,7 +145,9 @@ log_disconnections = 0
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			t.Error("pgwarden did not stop within 10s")
+			var stacks strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			t.Errorf("pgwarden did not stop within 10s; goroutines:\n%s", stacks.String())
 		}
 		if t.Failed() {
 			t.Logf("pgwarden log:\n%s", logs.String())

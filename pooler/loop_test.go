@@ -148,3 +148,65 @@ func loopClientWork(ctx context.Context, dsn string, i int) error {
 type discard struct{}
 
 func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+// TestLoopKillInFlight: a client killed while its request runs at the
+// server ends at once, and so does one whose server is closed under it
+// (KILL closes the servers of the database); neither waits for the answer.
+// On the event loop the closed sockets give no readiness, so the loop has
+// to be told.
+func TestLoopKillInFlight(t *testing.T) {
+	in := startPooler(t, "auth_type = scram-sha-256\npool_mode = transaction")
+	ctx := context.Background()
+	admin := in.connect(t, "admin", "admin-pw", "pgbouncer", "default_query_exec_mode=simple_protocol")
+	for _, how := range []string{"KILL_CLIENT", "KILL"} {
+		app := in.connect(t, "bob", "bob-pw", "app", "default_query_exec_mode=exec")
+		queryInt(t, app, "SELECT 1")
+		var id string
+		_, _, clients := consoleResult(t, admin, "SHOW CLIENTS")
+		for _, r := range clients {
+			if r["user"] == "bob" {
+				id = r["id"]
+			}
+		}
+		sleeping := make(chan error, 1)
+		go func() { _, err := app.Exec(ctx, "SELECT pg_sleep(30)"); sleeping <- err }()
+		waitFor(t, 10*time.Second, "bob's query to be at the server", func() bool {
+			_, _, clients := consoleResult(t, admin, "SHOW CLIENTS")
+			for _, r := range clients {
+				if r["user"] == "bob" && r["state"] == "active" {
+					return true
+				}
+			}
+			return false
+		})
+		start := time.Now()
+		if how == "KILL" {
+			consoleOK(t, admin, "KILL app")
+		} else {
+			consoleOK(t, admin, "KILL_CLIENT "+id)
+		}
+		select {
+		case err := <-sleeping:
+			if err == nil {
+				t.Errorf("%s: the query in pg_sleep succeeded", how)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the client in pg_sleep was not dropped", how)
+		}
+		waitFor(t, 10*time.Second, "bob to leave SHOW CLIENTS", func() bool {
+			_, _, clients := consoleResult(t, admin, "SHOW CLIENTS")
+			for _, r := range clients {
+				if r["user"] == "bob" {
+					return false
+				}
+			}
+			return true
+		})
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s took %v", how, d)
+		}
+		if how == "KILL" {
+			consoleOK(t, admin, "RESUME app")
+		}
+	}
+}

@@ -355,12 +355,19 @@ func (c *clientConn) loopWaitExpired() {
 }
 
 // loopKilled runs on the loop thread after kill: a client queued for a
-// server stops waiting. (One whose request is at the server finds its
-// socket closed when the answer comes.)
+// server stops waiting; one whose request is at the server ends now, and
+// that server, in the middle of the request, is closed (as when a
+// goroutine's session is killed).
 func (c *clientConn) loopKilled() {
-	if pe := c.killErr.Load(); pe != nil && c.parkState.Load() == parkLoop {
-		c.loopStopWaiting(pe)
+	pe := c.killErr.Load()
+	if pe == nil || c.parkState.Load() != parkLoop {
+		return
 	}
+	if att := c.ls.att; att != nil {
+		c.loopFail(att, pe)
+		return
+	}
+	c.loopStopWaiting(pe)
 }
 
 // loopStopWaiting takes a queued client off its pool's queue and ends it

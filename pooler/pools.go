@@ -686,7 +686,7 @@ func (sc *serverConn) expired() bool {
 // is marked for closing, too old, or broken.
 func (p *pool) release(res *puddle.Resource[*serverConn]) {
 	sc := res.Value()
-	if sc.broken || p.stale(sc) || sc.expired() {
+	if sc.broken || sc.interrupted.Load() || p.stale(sc) || sc.expired() {
 		p.discard(res)
 		return
 	}

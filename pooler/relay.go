@@ -912,9 +912,16 @@ func (c *clientConn) driveInline(att *attachment) error {
 			ss.compact()
 			if qt > 0 {
 				_ = sc.conn.SetReadDeadline(time.Unix(0, c.requestTime.Load()).Add(qt))
+				if sc.interrupted.Load() {
+					// kill's deadline came first: keep it.
+					_ = sc.conn.SetReadDeadline(aLongTimeAgo)
+				}
 			}
 			n, err := sc.read(buf[ss.w:])
 			if n == 0 && err != nil {
+				if pe := c.killErr.Load(); pe != nil && sc.interrupted.Load() {
+					return fail(pe) // (interruptServerRead)
+				}
 				var ne net.Error
 				if qt > 0 && errors.As(err, &ne) && ne.Timeout() {
 					return fail(newError(codeQueryTimeout, ""))
