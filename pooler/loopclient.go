@@ -52,6 +52,11 @@ type loopState struct {
 	// out: bytes for the client that its socket did not take; the
 	// goroutine the client is handed to writes them first.
 	out []byte
+	// rel: a server, of pool relPool, that the goroutine the client is
+	// handed to releases before it writes out (a cancel is in flight on
+	// it, and release waits for that).
+	rel     *puddle.Resource[*serverConn]
+	relPool *pool
 
 	// loop: the request being served and the client's queue place.
 	req     *[]byte
@@ -590,11 +595,21 @@ func (c *clientConn) loopRelease(att *attachment, last []byte) {
 	c.clearAttachment(att)
 	if sc.cancels.Load() > 0 {
 		// release waits for the cancel to be taken by the server; the
-		// loop must not.
-		go p.release(att.res)
-	} else {
-		p.release(att.res)
+		// loop must not. A goroutine releases the server and then
+		// gives the client the end of its answer: a client that has
+		// its answer finds the server back in the pool, as always.
+		c.writeMu.Lock()
+		c.ls.out = append(c.ls.out, last...)
+		c.outMid = true
+		c.writeMu.Unlock()
+		p.stats.sent.Add(int64(len(last)))
+		ss.r, ss.w = 0, 0
+		ss.free()
+		c.ls.rel, c.ls.relPool = att.res, p
+		c.loopHandOff(nil, nil)
+		return
 	}
+	p.release(att.res)
 	err := c.loopWriteClient(last, p, false)
 	ss.r, ss.w = 0, 0
 	ss.free()
@@ -715,6 +730,13 @@ func (c *clientConn) loopHandOff(att *attachment, fwd []byte) {
 // client's pending bytes, the rest of a request and its answer.
 func (c *clientConn) loopTakeOver(att *attachment, fwd []byte) error {
 	ls := c.ls
+	released := false
+	if res := ls.rel; res != nil {
+		p := ls.relPool
+		ls.rel, ls.relPool = nil, nil
+		p.release(res)
+		released = true
+	}
 	if len(ls.out) > 0 {
 		c.writeMu.Lock()
 		_, err := c.write(ls.out)
@@ -727,6 +749,19 @@ func (c *clientConn) loopTakeOver(att *attachment, fwd []byte) error {
 				att.pool.discard(att.res)
 			}
 			return &clientWriteError{err}
+		}
+	}
+	if released {
+		// The end of a transaction: a client asked to stop stops
+		// here (as loopRelease does).
+		c.mu.Lock()
+		var why *pgError
+		if c.mu.wantStop {
+			why = c.stopReasonLocked()
+		}
+		c.mu.Unlock()
+		if why != nil {
+			return why
 		}
 	}
 	if att == nil {
