@@ -157,12 +157,15 @@ func (p *pool) dialWith(ctx context.Context, repl []param) (*serverConn, error) 
 	if l := p.srv.loop.Load(); l != nil && !sc.tlsOn && repl == nil && p.poolMode() != config.PoolSession {
 		// Transaction and statement pools' servers live on the event
 		// loop (loopclient.go).
-		if lc, err := l.adopt(sc.conn); err == nil {
+		lc, err := l.adopt(sc.conn)
+		if err == nil {
 			sc.conn, sc.lc = lc, lc
 			sc.own.h = sc
 			return sc, nil
 		}
-		return nil, &loginFailure{ServerFailConnect, errors.New("server connection lost")}
+		if err != errLoopTableFull {
+			return nil, &loginFailure{ServerFailConnect, errors.New("server connection lost")}
+		}
 	}
 	if !sc.tlsOn {
 		sc.sio = newSockIO(sc.conn)

@@ -54,13 +54,61 @@ type eventLoop struct {
 	// writes the eventfd only then.
 	sleeping atomic.Bool
 
+	conns fdTable // by descriptor; events check the generation
+
 	mu     sync.Mutex
-	conns  map[int32]*loopConn // by descriptor; events check the generation
 	posted []func()
 	spare  []func()
 	closed bool
 
 	done chan struct{}
+}
+
+// errLoopTableFull: adopt left the socket as it was (its descriptor is
+// beyond fdTableSize); it works without the loop.
+var errLoopTableFull = errors.New("descriptor beyond the event loop's table")
+
+// fdTable finds the loopConn of a descriptor for the loop thread without
+// a lock: slots in chunks allocated on first use and kept.
+type fdTable struct {
+	mu     sync.Mutex // allocates chunks
+	chunks [fdTableSize / fdChunkSize]atomic.Pointer[[fdChunkSize]atomic.Pointer[loopConn]]
+}
+
+const (
+	fdChunkSize = 1024
+	fdTableSize = 1 << 22 // descriptors; beyond that a socket stays off the loop
+)
+
+func (t *fdTable) get(fd int32) *loopConn {
+	if fd < 0 || fd >= fdTableSize {
+		return nil
+	}
+	c := t.chunks[fd/fdChunkSize].Load()
+	if c == nil {
+		return nil
+	}
+	return c[fd%fdChunkSize].Load()
+}
+
+func (t *fdTable) set(fd int, lc *loopConn) {
+	c := t.chunks[fd/fdChunkSize].Load()
+	if c == nil {
+		t.mu.Lock()
+		if c = t.chunks[fd/fdChunkSize].Load(); c == nil {
+			c = new([fdChunkSize]atomic.Pointer[loopConn])
+			t.chunks[fd/fdChunkSize].Store(c)
+		}
+		t.mu.Unlock()
+	}
+	c[fd%fdChunkSize].Store(lc)
+}
+
+// clear empties fd's slot if it still holds lc.
+func (t *fdTable) clear(fd int, lc *loopConn) {
+	if c := t.chunks[fd/fdChunkSize].Load(); c != nil {
+		c[fd%fdChunkSize].CompareAndSwap(lc, nil)
+	}
 }
 
 // loopConnGen numbers loopConns, so that an event for a descriptor closed
@@ -84,7 +132,7 @@ func newEventLoop() (*eventLoop, error) {
 		syscall.Close(wakefd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	l := &eventLoop{epfd: epfd, wakefd: wakefd, conns: map[int32]*loopConn{}, done: make(chan struct{})}
+	l := &eventLoop{epfd: epfd, wakefd: wakefd, done: make(chan struct{})}
 	go l.run()
 	return l, nil
 }
@@ -176,9 +224,7 @@ func (l *eventLoop) run() {
 				syscall.RawSyscall(syscall.SYS_READ, uintptr(l.wakefd), uintptr(unsafe.Pointer(&b[0])), 8)
 				continue
 			}
-			l.mu.Lock()
-			lc := l.conns[ev.Fd]
-			l.mu.Unlock()
+			lc := l.conns.get(ev.Fd)
 			if lc == nil || lc.gen != uint32(ev.Pad) {
 				continue
 			}
@@ -214,6 +260,10 @@ func (l *eventLoop) adopt(conn net.Conn) (*loopConn, error) {
 	if derr != 0 {
 		return nil, os.NewSyscallError("fcntl", derr)
 	}
+	if fd >= fdTableSize {
+		syscall.Close(fd)
+		return nil, errLoopTableFull
+	}
 	nw := "tcp"
 	if _, unix := conn.(*net.UnixConn); unix {
 		nw = "unix"
@@ -229,13 +279,11 @@ func (l *eventLoop) adopt(conn net.Conn) (*loopConn, error) {
 		syscall.Close(fd)
 		return nil, net.ErrClosed
 	}
-	l.conns[int32(fd)] = lc
+	l.conns.set(fd, lc)
 	l.mu.Unlock()
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | (1 << 31) /* EPOLLET */, Fd: int32(fd), Pad: int32(lc.gen)}
 	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		l.mu.Lock()
-		delete(l.conns, int32(fd))
-		l.mu.Unlock()
+		l.conns.clear(fd, lc)
 		syscall.Close(fd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
@@ -328,11 +376,7 @@ func (lc *loopConn) destroy() {
 	lc.closeOnce.Do(func() {
 		l := lc.l
 		_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, lc.fd, nil)
-		l.mu.Lock()
-		if l.conns[int32(lc.fd)] == lc {
-			delete(l.conns, int32(lc.fd))
-		}
-		l.mu.Unlock()
+		l.conns.clear(lc.fd, lc)
 		syscall.Close(lc.fd)
 	})
 }

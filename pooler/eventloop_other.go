@@ -15,6 +15,8 @@ type eventLoop struct{}
 
 func newEventLoop() (*eventLoop, error) { return nil, errNoWatcher }
 
+var errLoopTableFull = errors.New("no event loop")
+
 func (*eventLoop) close()                            {}
 func (*eventLoop) post(func())                       { panic("unreachable") }
 func (*eventLoop) adopt(net.Conn) (*loopConn, error) { return nil, errors.New("no event loop") }
