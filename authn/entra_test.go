@@ -741,8 +741,11 @@ func TestBackgroundRefresh(t *testing.T) {
 	v.Close()
 	n := s.jwks.Load()
 	time.Sleep(200 * time.Millisecond)
-	if s.jwks.Load() != n {
-		t.Errorf("refreshes continued after Close")
+	// A key set request that Close cancelled may still reach the
+	// server after Close returned (it counts requests as it serves
+	// them); refreshes that went on would add about four in 200 ms.
+	if got := s.jwks.Load(); got > n+1 {
+		t.Errorf("refreshes continued after Close: %d key set requests after it", got-n)
 	}
 }
 
