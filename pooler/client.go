@@ -737,6 +737,17 @@ func (c *clientConn) endSession(pe *pgError) {
 	}
 }
 
+// stopReason is the error to close the client with at a transaction
+// boundary, or nil when it was not asked to stop.
+func (c *clientConn) stopReason() *pgError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.mu.wantStop {
+		return nil
+	}
+	return c.stopReasonLocked()
+}
+
 // stopReasonLocked is the error a client that was asked to stop is closed
 // with.
 func (c *clientConn) stopReasonLocked() *pgError {

@@ -617,13 +617,7 @@ func (c *clientConn) loopRelease(att *attachment, last []byte) {
 		c.loopFail(nil, err)
 		return
 	}
-	c.mu.Lock()
-	var why *pgError
-	if c.mu.wantStop {
-		why = c.stopReasonLocked()
-	}
-	c.mu.Unlock()
-	if why != nil {
+	if why := c.stopReason(); why != nil {
 		c.loopFail(nil, why)
 		return
 	}
@@ -754,13 +748,7 @@ func (c *clientConn) loopTakeOver(att *attachment, fwd []byte) error {
 	if released {
 		// The end of a transaction: a client asked to stop stops
 		// here (as loopRelease does).
-		c.mu.Lock()
-		var why *pgError
-		if c.mu.wantStop {
-			why = c.stopReasonLocked()
-		}
-		c.mu.Unlock()
-		if why != nil {
+		if why := c.stopReason(); why != nil {
 			return why
 		}
 	}

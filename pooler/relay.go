@@ -980,13 +980,7 @@ func (c *clientConn) driveInline(att *attachment) error {
 			} else {
 				p.release(att.res)
 			}
-			c.mu.Lock()
-			var why *pgError
-			if c.mu.wantStop {
-				why = c.stopReasonLocked()
-			}
-			c.mu.Unlock()
-			if why != nil {
+			if why := c.stopReason(); why != nil {
 				return why
 			}
 			return nil
@@ -1163,13 +1157,7 @@ func (c *clientConn) tryDetach(att *attachment) bool {
 // afterDetach closes a client that asked to stop at its next transaction
 // boundary.
 func (c *clientConn) afterDetach() {
-	c.mu.Lock()
-	var why *pgError
-	if c.mu.wantStop {
-		why = c.stopReasonLocked()
-	}
-	c.mu.Unlock()
-	if why != nil {
+	if why := c.stopReason(); why != nil {
 		c.kill(why)
 	}
 }
