@@ -408,10 +408,16 @@ func TestAdminConsoleKillClient(t *testing.T) {
 	if !strings.Contains(pgMessage(err), "admin forced disconnect") && !app.IsClosed() {
 		t.Errorf("got %v", err)
 	}
-	waitFor(t, 5*time.Second, "bob to leave SHOW CLIENTS", func() bool {
+	waitClientsGone(t, admin, "bob", 5*time.Second)
+}
+
+// waitClientsGone waits until SHOW CLIENTS lists no client of user.
+func waitClientsGone(t *testing.T, admin *pgx.Conn, user string, d time.Duration) {
+	t.Helper()
+	waitFor(t, d, user+" to leave SHOW CLIENTS", func() bool {
 		_, _, clients := consoleResult(t, admin, "SHOW CLIENTS")
 		for _, r := range clients {
-			if r["user"] == "bob" {
+			if r["user"] == user {
 				return false
 			}
 		}

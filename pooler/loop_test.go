@@ -193,15 +193,7 @@ func TestLoopKillInFlight(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: the client in pg_sleep was not dropped", how)
 		}
-		waitFor(t, 10*time.Second, "bob to leave SHOW CLIENTS", func() bool {
-			_, _, clients := consoleResult(t, admin, "SHOW CLIENTS")
-			for _, r := range clients {
-				if r["user"] == "bob" {
-					return false
-				}
-			}
-			return true
-		})
+		waitClientsGone(t, admin, "bob", 10*time.Second)
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("%s took %v", how, d)
 		}
