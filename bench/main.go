@@ -60,6 +60,7 @@ type config struct {
 	note          string
 	directMax     int
 	gomaxprocs    int
+	goroutines    bool // also pgwarden with event_loop = off
 	render        string
 }
 
@@ -92,6 +93,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.pgwardenBin, "pgwarden", "", "pgwarden binary (default: go build ./cmd/pgwarden)")
 	fs.StringVar(&c.note, "note", "", "a note printed at the top of RESULTS.md (e.g. about machine load)")
 	fs.IntVar(&c.directMax, "direct-max", 1000, "largest client count run directly against PostgreSQL")
+	fs.BoolVar(&c.goroutines, "goroutines", true, "also run pgwarden with event_loop = off (its goroutine relay) in the select-only section, in the same rounds")
 	fs.IntVar(&c.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS for pgwarden (default: unset, Go's default of every core)")
 	fs.StringVar(&c.render, "render", "", "run nothing: write RESULTS.md (or -out) again from a run's raw results, results/<stamp>.json, with this harness's report")
 	fs.Usage = func() {
@@ -410,6 +412,9 @@ func (h *harness) setupPoolers(ctx context.Context) error {
 	pw := &poolerKind{name: "pgwarden", binary: bin, isPgwarden: true, version: binaryVersion(bin)}
 	pw.label = "pgwarden"
 	h.kinds = append(h.kinds, pw)
+	if cfg.goroutines {
+		h.kinds = append(h.kinds, goroutineKind(pw))
+	}
 
 	pbSrc := cfg.pgbouncerBin
 	if pbSrc == "" {
@@ -486,13 +491,16 @@ func (h *harness) startTargets(ctx context.Context, label string, opts iniOption
 		if opts.entra != nil && !k.isPgwarden {
 			continue // PgBouncer cannot sign clients in with Entra tokens
 		}
+		if k.selectOnly && label != "main" {
+			continue
+		}
 		p, err := h.startPooler(ctx, k, label, opts, nil)
 		if err != nil {
 			stopAll()
 			return nil, nil, err
 		}
 		targets = append(targets, &target{name: k.name, port: p.port, pooler: p})
-		ini := normalizeINI(p.ini, p.dir, p.port, h.ws.dir)
+		ini := normalizeINI(strings.Replace(p.ini, k.ownSettings, "", 1), p.dir, p.port, h.ws.dir)
 		if s := &h.res.Settings; opts.entra == nil && (s.PoolerINISection == "" || s.PoolerINISection == label) {
 			// The select-only section runs first when it runs at all.
 			s.PoolerINISection = label
@@ -723,6 +731,9 @@ func (h *harness) idleSection(ctx context.Context) error {
 	}
 	for _, tls := range tlsModes {
 		for _, k := range h.kinds {
+			if k.selectOnly {
+				continue
+			}
 			opts := iniOptions{authType: "scram-sha-256", tls: tls}
 			h.logf("idle: %d clients to %s (%s)", h.cfg.idleN, k.name, opts)
 			r, err := h.measureIdle(ctx, k, h.cfg.idleN, opts)

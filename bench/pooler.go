@@ -18,11 +18,37 @@ import (
 
 // poolerKind is one pooler program under test.
 type poolerKind struct {
-	name       string // "pgwarden", "pgbouncer", "pgbouncer-upstream"
+	name       string // "pgwarden", "pgwarden-goroutines", "pgbouncer", "pgbouncer-upstream"
 	label      string // for the report, e.g. "PgBouncer 1.18.0"
 	binary     string
 	version    string
 	isPgwarden bool
+	// ownSettings are lines of the [pgbouncer] section that this kind
+	// alone gets (pgwarden's event_loop = off). The harness's check that
+	// the poolers read the same file leaves them out.
+	ownSettings string
+	// selectOnly: the kind runs in the select-only section only.
+	selectOnly bool
+}
+
+// goroutineKindName is pgwarden with event_loop = off: the same binary,
+// relaying on goroutines, measured in the same rounds as with its event
+// loop, so that the comparison of the two is free of the machine's drift
+// between runs.
+const goroutineKindName = "pgwarden-goroutines"
+
+func goroutineKind(pw *poolerKind) *poolerKind {
+	return &poolerKind{name: goroutineKindName, label: "pgwarden, event_loop = off", binary: pw.binary, version: pw.version,
+		isPgwarden: true, ownSettings: "event_loop = off\n", selectOnly: true}
+}
+
+// withOwnSettings adds kind's own settings to ini, at the top of its
+// [pgbouncer] section.
+func withOwnSettings(ini string, kind *poolerKind) string {
+	if kind.ownSettings == "" {
+		return ini
+	}
+	return strings.Replace(ini, "[pgbouncer]\n", "[pgbouncer]\n"+kind.ownSettings, 1)
 }
 
 // iniOptions are what differs between the pooler configurations of the
@@ -161,7 +187,7 @@ func (h *harness) startPooler(ctx context.Context, kind *poolerKind, label strin
 		}
 		p := &poolerInstance{kind: kind, dir: dir, port: port, opts: opts,
 			iniPath: filepath.Join(dir, "pgbouncer.ini"),
-			ini:     iniText(h.pg.Port, port, h.maxClientConn, dir, opts, h.tls)}
+			ini:     withOwnSettings(iniText(h.pg.Port, port, h.maxClientConn, dir, opts, h.tls), kind)}
 		if err := h.ws.writeOwned(p.iniPath, p.ini, 0o600); err != nil {
 			return nil, err
 		}
@@ -169,7 +195,7 @@ func (h *harness) startPooler(ctx context.Context, kind *poolerKind, label strin
 		cmd := h.ws.serverCmd(kind.binary, "-q", p.iniPath)
 		cmd.Dir = dir
 		penv := env
-		if kind.name == "pgwarden" && h.cfg.gomaxprocs > 0 {
+		if kind.isPgwarden && h.cfg.gomaxprocs > 0 {
 			penv = append(penv[:len(penv):len(penv)], "GOMAXPROCS="+strconv.Itoa(h.cfg.gomaxprocs))
 		}
 		cmd.Env = cleanEnv(penv...)

@@ -73,9 +73,16 @@ func render(jsonPath, out string) error {
 	if f, ok := strings.CutSuffix(res.Settings.PostgresConf["ssl_cert_file"], "/tls/server.crt"); ok {
 		h.ws.dir = f
 	}
-	for _, name := range []string{"pgwarden", "pgbouncer", "pgbouncer-upstream"} {
-		if v, ok := res.Machine.Poolers[name]; ok {
-			h.kinds = append(h.kinds, &poolerKind{name: name, binary: name, version: v, label: pgbouncerLabel(v), isPgwarden: name == "pgwarden"})
+	for _, name := range []string{"pgwarden", goroutineKindName, "pgbouncer", "pgbouncer-upstream"} {
+		v, ok := res.Machine.Poolers[name]
+		switch {
+		case !ok:
+		case name == "pgwarden":
+			h.kinds = append(h.kinds, &poolerKind{name: name, binary: name, version: v, label: "pgwarden", isPgwarden: true})
+		case name == goroutineKindName && len(h.kinds) > 0:
+			h.kinds = append(h.kinds, goroutineKind(h.kinds[0]))
+		default:
+			h.kinds = append(h.kinds, &poolerKind{name: name, binary: name, version: v, label: pgbouncerLabel(v)})
 		}
 	}
 	abs, err := filepath.Abs(jsonPath)
@@ -262,7 +269,7 @@ func (h *harness) labelOf(name string) string {
 	}
 	if k := h.kind(name); k != nil {
 		if k.isPgwarden {
-			return "pgwarden"
+			return k.label
 		}
 		if name == "pgbouncer" {
 			return k.label + " (Debian)"
@@ -416,6 +423,11 @@ func (h *harness) writeSetup(w func(string, ...any)) {
 	default:
 		for _, k := range h.kinds {
 			w("%s:\n\n```ini\n%s```\n\n", k.name, s.PoolerINI[k.name])
+		}
+	}
+	for _, k := range h.kinds {
+		if k.ownSettings != "" {
+			w("%s is pgwarden's binary again, run in the select-only section only, from the same file with `%s` added at the top of `[pgbouncer]`: pgwarden relaying on goroutines rather than its event loop, measured in the same rounds. ", k.name, strings.TrimSpace(k.ownSettings))
 		}
 	}
 	w("The TLS sections add `client_tls_sslmode = require`, `client_tls_cert_file` and `client_tls_key_file` (a self-signed RSA-2048 certificate made by the harness) and the plain-password sections set `auth_type = plain`, for every pooler alike. `server_tls_sslmode = disable`: the pooler-to-PostgreSQL leg is plain TCP on loopback.\n\n")
