@@ -245,9 +245,9 @@ func TestLoopWakeups(t *testing.T) {
 }
 
 // TestLoopWakeupAfterClose: a socket that turns ready and is closed before
-// the loop reads its event must not leave the loop deaf. (Asleep in Go's
-// poller, the loop is woken through a one-shot gate; one that fired for a
-// socket gone by the time the loop looked must be armed again.)
+// the loop reads its event must not leave the loop deaf, whichever way it
+// sleeps. (A gate armed once per sleep, tried before the one kept, lost a
+// wake-up now and then around sockets closing.)
 func TestLoopWakeupAfterClose(t *testing.T) {
 	l := newTestLoop(t)
 	for i := range 300 {
