@@ -245,9 +245,8 @@ func TestLoopWakeups(t *testing.T) {
 }
 
 // TestLoopWakeupAfterClose: a socket that turns ready and is closed before
-// the loop reads its event must not leave the loop deaf, whichever way it
-// sleeps. (A gate armed once per sleep, tried before the one kept, lost a
-// wake-up now and then around sockets closing.)
+// the loop reads its event must not leave the loop deaf: posted work still
+// runs, whichever way the loop sleeps.
 func TestLoopWakeupAfterClose(t *testing.T) {
 	l := newTestLoop(t)
 	for i := range 300 {

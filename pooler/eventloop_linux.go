@@ -61,7 +61,7 @@ type eventLoop struct {
 	// loop's events wake no other thread while it is busy.
 	gatefd     int
 	gate       *os.File
-	gateEv     syscall.EpollEvent
+	gateEv     syscall.EpollEvent // epfd's entry in the gate
 	gateBroken bool
 	// pollWait is the callback of a sleep in Go's poller; it fills events
 	// and sets pollN and pollErr.
@@ -161,7 +161,8 @@ func newEventLoop() (*eventLoop, error) {
 		syscall.Close(wakefd)
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	l := &eventLoop{epfd: epfd, wakefd: wakefd, gatefd: gatefd, done: make(chan struct{})}
+	l := &eventLoop{epfd: epfd, wakefd: wakefd, gatefd: gatefd, done: make(chan struct{}),
+		gateEv: syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(epfd)}}
 	l.gate = os.NewFile(uintptr(gatefd), "eventloop")
 	go l.run()
 	return l, nil
@@ -226,9 +227,9 @@ func (l *eventLoop) hasPosted() bool {
 func (l *eventLoop) run() {
 	runtime.LockOSThread()
 	defer close(l.done)
-	events := make([]syscall.EpollEvent, 256)
+	l.events = make([]syscall.EpollEvent, 256)
+	events := l.events
 	raw, rawErr := l.gate.SyscallConn()
-	l.events = events
 	l.pollWait = func(uintptr) bool {
 		l.pollN, l.pollErr = epollWaitNow(l.epfd, l.events)
 		return l.pollN != 0 || l.pollErr != 0
@@ -291,7 +292,6 @@ func (l *eventLoop) run() {
 // the loop sleeps rarely, and epoll_wait on its own thread wakes it
 // sooner, so run picks by the events handled per sleep.
 func (l *eventLoop) sleepInPoller(raw syscall.RawConn) (int, bool) {
-	l.gateEv = syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.epfd)}
 	if epollCtl(l.gatefd, syscall.EPOLL_CTL_ADD, l.epfd, &l.gateEv) != 0 {
 		return 0, false
 	}
